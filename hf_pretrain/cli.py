@@ -1,9 +1,11 @@
-"""The `hf-pretrain` command line."""
+"""The `hf-pretrain` command line (also `python -m hf_pretrain`, and `accelerate launch -m hf_pretrain ...`)."""
 
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,47 +14,117 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain your own transformer on your own text, in Hugging Face format.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     quickstart = commands.add_parser(
-        "quickstart", help="See it work offline: build the small encoder and train a few steps on the CPU."
+        "quickstart", help="see it work, offline: tokenizer + masked-LM pretraining on the built-in corpus"
     )
-    quickstart.add_argument("--steps", type=int, default=20, help="training steps of the smoke run (default 20)")
+    quickstart.add_argument("--out", default="runs/quickstart", help="run folder (default runs/quickstart)")
+    quickstart.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_minutes=2")
     quickstart.set_defaults(handler=run_quickstart)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain from a recipe (runs again = resume)")
+    pretrain.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe (e.g. mlm-small)")
+    pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4")
+    pretrain.set_defaults(handler=run_pretrain)
+
+    tokenizer = commands.add_parser("tokenizer", help="train a tokenizer on the recipe's training text")
+    tokenizer.add_argument("recipe", help="a recipe YAML path or shipped recipe name")
+    tokenizer.add_argument("overrides", nargs="*", metavar="key=value")
+    tokenizer.add_argument("--out", help="output folder (default: OUTPUT_DIR/tokenizer of the recipe)")
+    tokenizer.set_defaults(handler=run_tokenizer)
+
+    recipes = commands.add_parser("recipes", help="list the recipes shipped with the package")
+    recipes.set_defaults(handler=run_list_recipes)
     return parser
 
 
+def run_pretrain(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+    from .training.loop import Pretraining
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = Pretraining(recipe).run()
+    print_summary(result)
+    return 0
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+    from .training.objectives import load_text_splits
+    from .data.tokenizer import train_tokenizer
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out or Path(recipe.output.dir) / "tokenizer")
+    if recipe.tokenizer.path:
+        raise SystemExit(f"tokenizer.path={recipe.tokenizer.path!r} is set: the recipe reuses a tokenizer; unset it to train one.")
+    train_texts, _ = load_text_splits(recipe, print)
+    texts = train_texts["text"]
+    if recipe.tokenizer.max_train_documents:
+        texts = texts[: recipe.tokenizer.max_train_documents]
+    tokenizer = train_tokenizer(
+        texts,
+        kind=recipe.tokenizer.kind,
+        vocab_size=recipe.tokenizer.vocab_size,
+        lowercase=recipe.tokenizer.lowercase,
+        objective=recipe.objective,
+        model_max_length=recipe.data.block_size,
+    )
+    tokenizer.save_pretrained(out)
+    print(f"{recipe.tokenizer.kind} tokenizer with {len(tokenizer)} tokens trained on {len(texts)} documents -> {out}")
+    return 0
+
+
 def run_quickstart(args: argparse.Namespace) -> int:
-    """Smoke run until the data pipeline and training engine land: the `mlm-small`-sized masked LM on random
-    token blocks, to show the install works end to end (model build, sparse MLM loss, backward, AdamW)."""
-    import torch
+    """Offline, no arguments: train a tokenizer and pretrain the tiny masked LM on the built-in corpus."""
+    from .recipe import load_recipe
+    from .training.loop import Pretraining
 
-    from .models import PretrainEncoderConfig, PretrainEncoderForMaskedLM
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    recipe = load_recipe("mlm-tiny", [f"output.dir={args.out}", *args.overrides])
+    print(f"quickstart: pretraining the tiny masked LM on the built-in corpus (recipe mlm-tiny) -> {args.out}")
+    result = Pretraining(recipe).run()
+    print_summary(result)
+    check_final_folder_loads(result["final_dir"])
+    return 0
 
-    if args.steps < 1:
-        raise SystemExit(f"--steps={args.steps} is not allowed; it must be a positive integer.")
-    torch.manual_seed(0)
-    config = PretrainEncoderConfig()
-    model = PretrainEncoderForMaskedLM(config).train()
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"model: {type(model).__name__}, {parameters / 1e6:.2f}M parameters "
-          f"(hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab {config.vocab_size})")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch, length = 32, 128
-    start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        input_ids = torch.randint(5, config.vocab_size, (batch, length))
-        labels = torch.where(torch.rand(batch, length) < 0.15, input_ids, -100)
-        loss = model(input_ids=input_ids.masked_fill(labels != -100, 4), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step == 1 or step % 5 == 0 or step == args.steps:
-            elapsed = time.perf_counter() - start
-            print(f"step {step:3d}  loss {loss.item():.3f}  {step * batch * length / elapsed:,.0f} tokens/s")
-    print("smoke run done (random tokens; real pretraining arrives with the training engine)")
+
+def check_final_folder_loads(final_dir: str) -> None:
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(final_dir, trust_remote_code=True)
+    print(f"loaded {final_dir} with AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True): "
+          f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+
+def print_summary(result: dict) -> None:
+    before, after = result["initial_eval"], result["final_eval"]
+    lines = [
+        "",
+        f"steps {result['steps']}, tokens {result['tokens']:,}, {result['minutes']:.1f} min"
+        + (f", {result['skipped_steps']} skipped (non-finite)" if result["skipped_steps"] else ""),
+    ]
+    if before and after:
+        lines.append(f"eval loss {before['loss']:.3f} -> {after['loss']:.3f}   "
+                     f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")
+        if "accuracy" in after:
+            lines.append(f"masked-token accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}")
+    lines.append(f"final model: {result['final_dir']}   (run folder: {result['run_dir']})")
+    print("\n".join(lines))
+
+
+def run_list_recipes(args: argparse.Namespace) -> int:
+    from .recipe import shipped_recipe_names
+
+    print("\n".join(shipped_recipe_names()))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .recipe import RecipeError
+
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except RecipeError as error:
+        print(f"hf-pretrain: error: {error}", file=sys.stderr)
+        return 2

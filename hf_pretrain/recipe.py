@@ -1,0 +1,303 @@
+"""Recipes: YAML files mapped onto typed dataclasses, with `key=value` overrides and validation up front.
+
+A recipe fails before any work starts: an unknown key names itself with a did-you-mean, a bad value names the
+key, the value and what is allowed. The resolved recipe (after overrides) is written into the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe key or value that is not allowed; the message says which and what is."""
+
+
+def choice(default, *allowed, doc: str = ""):
+    return field(default=default, metadata={"choices": allowed, "doc": doc})
+
+
+def ranged(default, low=None, high=None, doc: str = "", low_open: bool = False):
+    """A number in [low, high] (or (low, high] with low_open)."""
+    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "doc": doc})
+
+
+@dataclass
+class ModelSection:
+    """Which model to build. `config` holds fields of the family's config class (e.g. PretrainEncoderConfig)."""
+
+    init_from: str | None = None  # continue pretraining from a checkpoint: a local path or a Hub id
+    attn_implementation: str = choice("sdpa", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class TokenizerSection:
+    """Reuse a tokenizer (`path`: folder or Hub id) or train one on the training text."""
+
+    path: str | None = None
+    kind: str = choice("wordpiece", "wordpiece", "bpe", "unigram")
+    vocab_size: int = ranged(8192, low=64)
+    lowercase: bool = False
+    max_train_documents: int | None = ranged(None, low=1)
+
+
+@dataclass
+class DataSection:
+    """Where the text comes from and how it becomes blocks."""
+
+    source: str = choice("builtin", "builtin", "files", "hub")
+    train_files: list = field(default_factory=list)  # paths or globs
+    validation_files: list = field(default_factory=list)
+    format: str = choice("auto", "auto", "text", "paragraphs", "jsonl", "csv", "parquet")
+    text_column: str = "text"
+    hub_dataset: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "train"
+    validation_fraction: float = ranged(0.02, low=0.0, high=0.5)
+    block_size: int = ranged(128, low=8)
+    num_proc: int = ranged(1, low=1)
+    streaming: bool = False
+    max_documents: int | None = ranged(None, low=1)
+
+
+@dataclass
+class MaskingSection:
+    """Masked-LM noise: which tokens are selected and what replaces them."""
+
+    mlm_probability: float = ranged(0.15, low=0.0, high=1.0, low_open=True)
+    mask_replace_prob: float = ranged(0.8, low=0.0, high=1.0)
+    random_replace_prob: float = ranged(0.1, low=0.0, high=1.0)
+    whole_word: bool = False
+    span: bool = False
+
+
+@dataclass
+class TrainSection:
+    """Optimizer, schedule, budget, evaluation and checkpoint cadence."""
+
+    seed: int = 0
+    batch_size: int = ranged(32, low=1)  # per process, per micro-step
+    grad_accum: int = ranged(1, low=1)
+    lr: float = ranged(1e-3, low=0.0, low_open=True)
+    weight_decay: float = ranged(0.01, low=0.0)
+    beta1: float = ranged(0.9, low=0.0, high=1.0)
+    beta2: float = ranged(0.98, low=0.0, high=1.0)
+    eps: float = ranged(1e-6, low=0.0, low_open=True)
+    schedule: str = choice("wsd", "wsd", "linear", "cosine", "constant")
+    warmup: float = ranged(0.06, low=0.0)  # < 1: a fraction of the budget; >= 1: steps
+    decay_fraction: float = ranged(0.3, low=0.0, high=1.0)  # wsd: the final part that decays
+    min_lr_ratio: float = ranged(0.0, low=0.0, high=1.0)
+    max_steps: int | None = ranged(None, low=1)
+    max_tokens: int | None = ranged(None, low=1)
+    max_minutes: float | None = ranged(None, low=0.0, low_open=True)
+    clip_grad_norm: float | None = ranged(1.0, low=0.0, low_open=True)
+    precision: str = choice("auto", "auto", "fp32", "bf16", "fp16")
+    compile: bool = False
+    activation_checkpointing: bool = False
+    num_workers: int = ranged(0, low=0)
+    eval_every: int = ranged(200, low=1)
+    eval_batches: int = ranged(20, low=1)
+    save_every: int = ranged(500, low=1)
+    keep_last: int = ranged(2, low=1)
+    log_every: int = ranged(10, low=1)
+    max_bad_steps: int = ranged(5, low=1)  # consecutive non-finite steps before the run stops
+    peak_tflops: float | None = ranged(None, low=0.0, low_open=True)  # for MFU; measured/documented if unset
+
+
+@dataclass
+class OutputSection:
+    dir: str = "runs/run"
+    log_with: list = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
+
+
+@dataclass
+class Recipe:
+    objective: str = choice("mlm", "mlm", "dae")
+    model: ModelSection = field(default_factory=ModelSection)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    data: DataSection = field(default_factory=DataSection)
+    masking: MaskingSection = field(default_factory=MaskingSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def shipped_recipe_names() -> list[str]:
+    folder = resources.files("hf_pretrain") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a recipe shipped inside the package (`mlm-small`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = resources.files("hf_pretrain") / "recipes" / f"{path.stem if path.suffix else name_or_path}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = shipped_recipe_names()
+    hint = difflib.get_close_matches(path.stem, names, n=1)
+    raise RecipeError(
+        f"recipe {name_or_path!r} is neither a file nor a shipped recipe"
+        + (f"; did you mean {hint[0]!r}?" if hint else "")
+        + f" Shipped recipes: {', '.join(names)}."
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 0.0003). Values are read as YAML scalars/lists."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} is not of the form key=value (e.g. train.lr=3e-4).")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r} has an empty key; write it as section.key=value.")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_override(data: dict, keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"override {'.'.join(keys)}: {key!r} is a value, not a section.")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"recipe {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}.")
+    for override in overrides:
+        apply_override(data, *parse_override(override))
+    return recipe_from_dict(data)
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    recipe = build_section(Recipe, data, prefix="")
+    check_recipe(recipe)
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def build_section(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}.")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            raise RecipeError(
+                f"unknown key {prefix + str(key)!r}"
+                + (f"; did you mean {prefix + hint[0]!r}?" if hint else "")
+                + f" Allowed in {prefix.rstrip('.') or 'the recipe'}: {', '.join(known)}."
+            )
+    values = {}
+    hints = typing.get_type_hints(cls)
+    for name, spec in known.items():
+        if name not in data:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = build_section(hint, data[name] or {}, prefix=f"{prefix}{name}.")
+        else:
+            values[name] = check_value(f"{prefix}{name}", data[name], hint, spec.metadata)
+    return cls(**values)
+
+
+def check_value(key: str, value: Any, hint, metadata) -> Any:
+    allowed_types = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    optional = type(None) in allowed_types
+    if value is None:
+        if optional:
+            return None
+        raise RecipeError(f"{key}=null is not allowed; it needs a value of type {describe(allowed_types)}.")
+    value = coerce(key, value, [t for t in allowed_types if t is not type(None)])
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        hint_text = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        raise RecipeError(
+            f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, choices))}"
+            + (f" (did you mean {hint_text[0]!r}?)" if hint_text else "")
+            + "."
+        )
+    low, high = metadata.get("low"), metadata.get("high")
+    if low is not None and (value < low or (metadata.get("low_open") and value == low)):
+        bound = f"> {low}" if metadata.get("low_open") else f">= {low}"
+        raise RecipeError(f"{key}={value!r} is not allowed; it must be {bound}.")
+    if high is not None and value > high:
+        raise RecipeError(f"{key}={value!r} is not allowed; it must be <= {high}.")
+    return value
+
+
+def coerce(key: str, value: Any, types_allowed: list) -> Any:
+    for expected in types_allowed:
+        origin = typing.get_origin(expected) or expected
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is float and isinstance(value, str):
+            try:  # YAML 1.1 reads `1e-3` (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is list:
+            return list(value) if isinstance(value, (list, tuple)) else [value]
+        if origin is dict and isinstance(value, dict):
+            return value
+    raise RecipeError(f"{key}={value!r} is not allowed; it must be {describe(types_allowed)}.")
+
+
+def describe(types_allowed) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping", type(None): "null"}
+    return " or ".join(names.get(typing.get_origin(t) or t, str(t)) for t in types_allowed)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Rules that span several keys."""
+    train, data = recipe.train, recipe.data
+    if train.max_steps is None and train.max_tokens is None and train.max_minutes is None:
+        raise RecipeError("train.max_steps, train.max_tokens and train.max_minutes are all null; set a budget.")
+    masking = recipe.masking
+    if masking.mask_replace_prob + masking.random_replace_prob > 1.0 + 1e-9:
+        raise RecipeError(
+            f"masking.mask_replace_prob={masking.mask_replace_prob} + masking.random_replace_prob="
+            f"{masking.random_replace_prob} is more than 1; the two shares (and the kept share) must sum to 1."
+        )
+    if masking.whole_word and masking.span:
+        raise RecipeError("masking.whole_word=true and masking.span=true: choose one of the two.")
+    if data.source == "files" and not data.train_files:
+        raise RecipeError("data.source='files' needs data.train_files (a path or glob, or a list of them).")
+    if data.source == "hub" and not data.hub_dataset:
+        raise RecipeError("data.source='hub' needs data.hub_dataset (a Hub dataset id).")
+    if train.warmup >= 1 and train.warmup != int(train.warmup):
+        raise RecipeError(f"train.warmup={train.warmup} is not allowed; use a fraction < 1 or a whole number of steps.")

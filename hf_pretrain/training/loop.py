@@ -1,0 +1,421 @@
+"""The pretraining loop: one loop, read top to bottom — lr, forward, backward, clip, step, log, eval, save.
+
+Everything objective-specific (model, data, noise, eval metrics) comes from an `Objective`
+(`hf_pretrain.training.objectives`); multi-GPU, multi-node, FSDP and DeepSpeed come from `accelerate launch`.
+
+Exact resume: the data order is Accelerate's seedable sampler (seed + epoch), the noise is a pure function of
+(seed, epoch, example index), dropout is reseeded from (seed, step, rank) every step, and checkpoints hold weights,
+optimizer state and the position in the epoch. A resumed run repeats the uninterrupted run's steps bit for bit
+on CPU (budgets in steps or tokens; a wall-clock budget is by nature not repeatable).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, skip_first_batches
+from accelerate.utils import DataLoaderConfiguration
+from torch.utils.data import DataLoader
+
+from ..recipe import Recipe
+from .checkpoint import (
+    TrainerState,
+    find_resumable_checkpoint,
+    load_model_weights,
+    load_trainer_state,
+    optimizer_from_files,
+    save_checkpoint,
+)
+from .metrics import MetricsLog, peak_tflops
+from .schedules import lr_multiplier
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row."""
+
+
+def resolve_precision(precision: str) -> str:
+    """Accelerate's mixed_precision value. `auto`: bf16 on GPUs that have it, fp32 elsewhere (bf16 matmuls on
+    CPUs without AMX are ~100x slower than fp32)."""
+    if precision == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (norm gains, biases and embeddings are not decayed)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_embedding = "embeddings" in name
+        (decay if parameter.ndim >= 2 and not is_embedding else no_decay).append(parameter)
+    train = recipe.train
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, **extra)
+
+
+class Pretraining:
+    """Holds what the loop needs; `run()` is the loop. Subclass and override `forward_loss` in tests."""
+
+    def __init__(self, recipe: Recipe, objective_factory=None, announce=print):
+        from .objectives import build_objective
+
+        self.recipe = recipe
+        self.announce = announce
+        self.run_dir = Path(recipe.output.dir)
+        train = recipe.train
+        log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_precision(train.precision),
+            cpu=not torch.cuda.is_available(),
+            log_with=log_with or None,
+            project_dir=str(self.run_dir),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed),
+            step_scheduler_with_optimizer=False,
+        )
+        self.is_main = self.accelerator.is_main_process
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        self.accelerator.wait_for_everyone()
+
+        # Objective: tokenizer, data, model and noise, all built (and validated) before any training compute.
+        self.objective = (objective_factory or build_objective)(recipe, self.accelerator, self.run_dir, announce)
+        model = self.objective.model
+        if train.activation_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
+        optimizer = build_optimizer(model, recipe, fused=fused)
+        train_loader = DataLoader(
+            self.objective.train_dataset,
+            batch_size=train.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.objective.train_collator,
+            num_workers=train.num_workers,
+        )
+        eval_loader = DataLoader(
+            self.objective.eval_dataset,
+            batch_size=train.batch_size,
+            shuffle=False,
+            collate_fn=self.objective.eval_collator,
+            num_workers=train.num_workers,
+        )
+        self.model, self.optimizer, self.train_loader, self.eval_loader = self.accelerator.prepare(
+            model, optimizer, train_loader, eval_loader
+        )
+        if train.compile:
+            self.model = torch.compile(self.model)
+        if len(self.train_loader) == 0:
+            raise ValueError(
+                f"train.batch_size={train.batch_size} is larger than the training set "
+                f"({len(self.objective.train_dataset)} examples per process); lower it or add data."
+            )
+        self.peak, self.peak_source = peak_tflops(self.accelerator.device, train.precision, train.peak_tflops)
+        self.metrics = MetricsLog(self.run_dir, self.accelerator)
+        self.state = TrainerState()
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def progress(self, upcoming_tokens: int = 0) -> float:
+        """Fraction of the budget spent; the largest of the budgets the recipe sets. With `upcoming_tokens`,
+        the fraction once the step about to run is done (what that step's lr is scheduled for)."""
+        train, state = self.recipe.train, self.state
+        upcoming_steps = 1 if upcoming_tokens else 0
+        fractions = [0.0]
+        if train.max_steps:
+            fractions.append((state.step + upcoming_steps) / train.max_steps)
+        if train.max_tokens:
+            fractions.append((state.tokens_seen + upcoming_tokens) / train.max_tokens)
+        if train.max_minutes:
+            fractions.append(state.elapsed_seconds / (60 * train.max_minutes))
+        return max(fractions)
+
+    def budget_spent(self) -> bool:
+        spent = torch.tensor(float(self.progress() >= 1.0), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(spent, reduction="max").item())  # all ranks stop together
+
+    def forward_loss(self, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        """Loss of one micro-batch, normalized by the predicted items of the whole step on all ranks, so that
+        gradient accumulation and data parallelism give the gradient of one big batch."""
+        outputs = self.model(**batch, num_items_in_batch=items_in_step)
+        # DDP averages gradients over ranks; undo that so the gradient is the global token mean.
+        return outputs.loss * self.accelerator.num_processes
+
+    def reseed_dropout(self, micro_step: int) -> None:
+        seed = (self.recipe.train.seed * 1_000_003 + micro_step) * 64 + self.accelerator.process_index
+        torch.manual_seed(seed % (2**63))
+
+    def resume(self) -> None:
+        found = find_resumable_checkpoint(self.run_dir, report=self.announce) if self.run_dir.exists() else None
+        if found is None:
+            return
+        self.state = load_trainer_state(found)
+        load_model_weights(self.accelerator.unwrap_model(self.model), found)
+        optimizer_from_files(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer, found)
+        if self.is_main:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+        self.announce(f"resumed from {found} (step {self.state.step}, epoch {self.state.epoch})")
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for index, batch in enumerate(self.eval_loader):
+                if index >= self.recipe.train.eval_batches:
+                    break
+                for key, value in self.objective.eval_sums(self.model, batch).items():
+                    sums[key] = sums.get(key, 0) + value
+        totals = {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="sum").item() for k, v in sums.items()}
+        self.model.train()
+        return self.objective.eval_metrics(totals)
+
+    def evaluate_and_log(self) -> None:
+        self.state.last_eval = {**self.evaluate(), "step": self.state.step}
+        self.metrics.log({f"eval/{k}": v for k, v in self.state.last_eval.items() if k != "step"}, step=self.state.step)
+
+    def save(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.accelerator.unwrap_model(self.model),
+                self.objective.tokenizer,
+                self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+                self.state,
+                keep_last=self.recipe.train.keep_last,
+            )
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        train, state, accelerator = self.recipe.train, self.state, self.accelerator
+        self.resume()
+        state = self.state
+        if not state.initial_eval:
+            state.initial_eval = self.evaluate()
+            self.metrics.log({f"eval/{k}": v for k, v in state.initial_eval.items()}, step=0)
+        accelerator.init_trackers("hf_pretrain", config=flatten(self.recipe.to_dict()))
+        bar = make_progress_bar(self.recipe, self.is_main, state)
+        resumed_at = (state.epoch, state.batches_in_epoch)
+        clock = time.perf_counter() - state.elapsed_seconds
+        self.model.train()
+
+        while not self.budget_spent():
+            # ---- data for one optimizer step: grad_accum micro-batches (the epoch rolls over as needed)
+            wait_start = time.perf_counter()
+            micro_batches = [self.next_batch(resumed_at) for _ in range(train.grad_accum)]
+            data_wait = time.perf_counter() - wait_start
+            items = sum(self.objective.count_items(b) for b in micro_batches)
+            items = accelerator.reduce(items.to(accelerator.device), reduction="sum")
+            tokens = sum(self.objective.count_tokens(b) for b in micro_batches) * accelerator.num_processes
+
+            # ---- lr for this step
+            lr = train.lr * lr_multiplier(
+                train.schedule,
+                state.step,
+                self.progress(upcoming_tokens=tokens),
+                train.warmup,
+                train.decay_fraction,
+                train.min_lr_ratio,
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+            # ---- forward + backward over the micro-batches (gradient sync only on the last)
+            step_loss = torch.zeros((), device=accelerator.device)
+            for index, batch in enumerate(micro_batches):
+                self.reseed_dropout(state.step * train.grad_accum + index)
+                last = index == len(micro_batches) - 1
+                with accelerator.no_sync(self.model) if not last else nullcontext():
+                    with accelerator.autocast():
+                        loss = self.forward_loss(batch, items)
+                    accelerator.backward(loss)
+                step_loss += loss.detach() / accelerator.num_processes
+            step_loss = accelerator.reduce(step_loss, reduction="sum")
+
+            # ---- clip, guard against non-finite values, step
+            if train.clip_grad_norm:
+                grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), train.clip_grad_norm)
+            else:
+                grad_norm = total_grad_norm(self.model)
+            finite = bool(torch.isfinite(step_loss)) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
+            if finite:
+                self.optimizer.step()
+                state.bad_steps_in_a_row = 0
+            else:
+                state.bad_steps_in_a_row += 1
+                state.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens_seen += tokens
+            now = time.perf_counter()
+            step_seconds = now - clock - state.elapsed_seconds
+            state.elapsed_seconds = now - clock
+
+            # ---- log
+            record = {
+                "loss": step_loss.item(),
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens": state.tokens_seen,
+                "tokens_per_s": tokens / max(step_seconds, 1e-9),
+                "mfu": self.objective.step_flops(micro_batches) * accelerator.num_processes
+                / max(step_seconds, 1e-9) / (self.peak * 1e12),
+                "data_wait": data_wait / max(step_seconds, 1e-9),
+                "epoch": state.epoch,
+            }
+            if not finite:
+                record["skipped"] = "non-finite loss or grad norm"
+            self.metrics.log(record, step=state.step)
+            update_progress_bar(bar, record, self.progress())
+            if state.bad_steps_in_a_row >= train.max_bad_steps:
+                raise TrainingDiverged(self.divergence_message())
+
+            # ---- eval and checkpoint
+            if state.step % train.eval_every == 0:
+                self.evaluate_and_log()
+            if state.step % train.save_every == 0:
+                self.save()
+
+        if bar is not None:
+            bar.close()
+        if state.last_eval.get("step") != state.step:
+            self.evaluate_and_log()
+        self.save()
+        final_dir = self.write_final()
+        accelerator.end_training()
+        return self.summary(final_dir)
+
+    def next_batch(self, resumed_at: tuple[int, int]) -> dict:
+        """The next micro-batch; starts a new epoch when one ends. After a resume the first epoch skips the
+        batches the interrupted run had already consumed."""
+        state = self.state
+        if getattr(self, "_iterator", None) is None:
+            self.train_loader.set_epoch(state.epoch)
+            self.objective.set_epoch(state.epoch)
+            loader = self.train_loader
+            if (state.epoch, state.batches_in_epoch) == resumed_at and state.batches_in_epoch:
+                loader = skip_first_batches(self.train_loader, state.batches_in_epoch)
+            self._iterator = iter(loader)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._iterator = None
+            state.epoch += 1
+            state.batches_in_epoch = 0
+            return self.next_batch(resumed_at)
+        state.batches_in_epoch += 1
+        return batch
+
+    def divergence_message(self) -> str:
+        checkpoints = sorted((self.run_dir / "checkpoints").glob("step-*"))
+        last_good = str(checkpoints[-1]) if checkpoints else "none yet (no checkpoint was written before)"
+        return (
+            f"training stopped: {self.state.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient "
+            f"norm (train.max_bad_steps={self.recipe.train.max_bad_steps}). The weights were not updated by those "
+            f"steps. Last good checkpoint: {last_good}. Try a lower train.lr, a longer train.warmup, or "
+            "train.precision=fp32."
+        )
+
+    def write_final(self) -> Path:
+        """RUN/final: the Hub-ready model folder (weights, config, code, tokenizer) of the last step."""
+        final_dir = self.run_dir / "final"
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            temporary = self.run_dir / ".tmp-final"
+            shutil.rmtree(temporary, ignore_errors=True)
+            self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
+            self.objective.tokenizer.save_pretrained(temporary)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            temporary.rename(final_dir)
+        self.accelerator.wait_for_everyone()
+        return final_dir
+
+    def summary(self, final_dir: Path) -> dict:
+        state = self.state
+        result = {
+            "steps": state.step,
+            "tokens": state.tokens_seen,
+            "skipped_steps": state.skipped_steps,
+            "minutes": state.elapsed_seconds / 60,
+            "initial_eval": state.initial_eval,
+            "final_eval": state.last_eval,
+            "final_dir": str(final_dir),
+            "run_dir": str(self.run_dir),
+            "mfu_peak": f"{self.peak:.3f} TFLOP/s ({self.peak_source})",
+        }
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+# ----------------------------------------------------------------------------------------------- small helpers
+def total_grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().norm(2) for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def tracker_available(name: str, announce) -> bool:
+    """Accelerate only warns when a tracker's package is missing; say it plainly and go on without it."""
+    import importlib.util
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml"}.get(name)
+    if package and importlib.util.find_spec(package) is None and not (
+        name == "tensorboard" and importlib.util.find_spec("tensorboardX")
+    ):
+        announce(f"output.log_with: {name!r} is not installed; logging to metrics.jsonl only.")
+        return False
+    return True
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[f"{prefix}{key}"] = value
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint we resume from: they will be written again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def make_progress_bar(recipe: Recipe, is_main: bool, state: TrainerState):
+    if not (is_main and recipe.output.progress_bar):
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1000, desc="pretraining", unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    return bar
+
+
+def update_progress_bar(bar, record: dict, progress: float) -> None:
+    if bar is None:
+        return
+    target = min(int(progress * 1000), 1000)
+    bar.update(target - bar.n)
+    bar.set_postfix(
+        loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:,.0f}"
+    )
+
+
+__all__ = ["Pretraining", "TrainingDiverged"]

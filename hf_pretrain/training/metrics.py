@@ -1,0 +1,109 @@
+"""Throughput, FLOPs and MFU, and the metrics log (metrics.jsonl + Accelerate trackers)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Dense (no sparsity) peak TFLOP/s per device for the precisions we train in, from the vendors' datasheets.
+DOCUMENTED_PEAK_TFLOPS = {
+    ("H200", "bf16"): 989.0,
+    ("H100", "bf16"): 989.0,  # SXM; PCIe is 756
+    ("A100", "bf16"): 312.0,
+    ("A10G", "bf16"): 125.0,
+    ("L4", "bf16"): 121.0,
+    ("H100", "fp32"): 67.0,
+    ("A100", "fp32"): 19.5,  # 156 with TF32 tensor cores
+}
+
+_measured_cpu_peak: dict[int, float] = {}
+
+
+def measure_cpu_matmul_tflops(size: int = 1024, repeats: int = 5) -> float:
+    """Best-of-N fp32 GEMM throughput of this CPU with torch's current thread count (TFLOP/s), measured once."""
+    threads = torch.get_num_threads()
+    if threads not in _measured_cpu_peak:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)  # warm-up: thread pool and caches
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        _measured_cpu_peak[threads] = 2 * size**3 / best / 1e12
+    return _measured_cpu_peak[threads]
+
+
+def peak_tflops(device: torch.device, precision: str, override: float | None = None) -> tuple[float, str]:
+    """The peak MFU is measured against, and where it came from."""
+    if override:
+        return override, "recipe train.peak_tflops"
+    if device.type == "cpu":
+        return measure_cpu_matmul_tflops(), f"measured fp32 GEMM on {torch.get_num_threads()} CPU threads"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        key_precision = "bf16" if precision in ("bf16", "fp16") else "fp32"
+        for (model_name, documented_precision), value in DOCUMENTED_PEAK_TFLOPS.items():
+            if model_name in name and documented_precision == key_precision:
+                return value, f"datasheet {model_name} {key_precision}"
+    return math.nan, "unknown device: set train.peak_tflops"
+
+
+def linear_parameters(module: nn.Module, exclude: tuple[nn.Module, ...] = ()) -> int:
+    """Weights of every nn.Linear inside `module`, except those in `exclude` (matmul FLOPs scale with these)."""
+    excluded = {id(m) for m in exclude}
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear) and id(m) not in excluded)
+
+
+def encoder_step_flops(
+    body_linear_params: int,
+    head_linear_params: int,
+    num_layers: int,
+    hidden_size: int,
+    tokens: int,
+    sequence_length: int,
+    predicted_tokens: int,
+) -> float:
+    """Useful training FLOPs of one step (forward + backward = 3 x forward; a matmul costs 2 FLOPs per MAC).
+
+    - every linear layer of the body on every token: 6 * params * tokens
+    - attention scores and weighted sum: 2 matmuls of L x D per head per token, 4 * L * C forward, per layer
+    - the prediction head (dense + vocabulary projection) only on the predicted tokens (sparse prediction)
+    Padding and the attention of a token to other documents of a packed row are counted as useful — a slight
+    overestimate with block-diagonal masks.
+    """
+    body = 6 * body_linear_params * tokens
+    attention = 3 * 4 * num_layers * sequence_length * hidden_size * tokens
+    head = 6 * head_linear_params * predicted_tokens
+    return float(body + attention + head)
+
+
+class MetricsLog:
+    """metrics.jsonl (always) plus whatever Accelerate trackers the run set up (TensorBoard, W&B, MLflow)."""
+
+    def __init__(self, run_dir: Path, accelerator=None):
+        self.accelerator = accelerator
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.is_main = accelerator is None or accelerator.is_main_process
+
+    def log(self, record: dict, step: int) -> None:
+        if not self.is_main:
+            return
+        record = {"step": step, "time": round(time.time(), 3), **record}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.accelerator is not None and self.accelerator.trackers:
+            numeric = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step", "time")}
+            self.accelerator.log(numeric, step=step)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,218 @@
+"""Objectives: what the one training loop needs to know about a pretraining objective.
+
+An objective builds (in this order, all before training starts) the tokenizer, the datasets, the model and the
+noise collators, and knows how to count a batch's tokens and predicted items, compute eval sums and a step's
+FLOPs. The loop stays the same for the masked LM and the denoising autoencoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from pathlib import Path
+
+import torch
+
+from ..recipe import Recipe, RecipeError
+
+
+# ----------------------------------------------------------------------------------------------- model config
+def model_config_from_recipe(config_class, recipe: Recipe, **fixed):
+    """The family config from `model.config`, validated with the recipe's key names in the messages."""
+    allowed = {f.name for f in dataclasses.fields(config_class)} - {"transformers_version", "architectures"}
+    for key in recipe.model.config:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            raise RecipeError(
+                f"unknown key 'model.config.{key}'"
+                + (f"; did you mean 'model.config.{hint[0]}'?" if hint else "")
+                + f" Allowed: {', '.join(sorted(allowed))}."
+            )
+    settings = {**recipe.model.config, **fixed}
+    try:
+        return config_class(**settings, attn_implementation=recipe.model.attn_implementation)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"model.config: {error}") from None
+
+
+def vocab_rows(tokenizer) -> int:
+    """Embedding rows: the tokenizer's size rounded up to a multiple of 64 (aligned GEMM tiles)."""
+    return int(math.ceil(len(tokenizer) / 64) * 64)
+
+
+# ----------------------------------------------------------------------------------------------- text and tokens
+def load_text_splits(recipe: Recipe, announce):
+    """(train, validation) `datasets.Dataset`s with a `text` column, from the recipe's data section."""
+    from ..data.sources import load_text_sources
+
+    data = recipe.data
+    validation_files = data.validation_files if data.source == "files" else ()
+    sources = load_text_sources(
+        train_files=data.train_files if data.source == "files" else (),
+        validation_files=validation_files,
+        format=data.format,
+        text_column=data.text_column,
+        hub_dataset=data.hub_dataset if data.source == "hub" else None,
+        hub_config=data.hub_config,
+        hub_split=data.hub_split,
+        builtin=data.source == "builtin",
+        validation_fraction=0.0 if validation_files else data.validation_fraction,
+        seed=recipe.train.seed,
+        max_documents=data.max_documents,
+        num_proc=data.num_proc,
+    )
+    announce(f"text: {sources.summary()}")
+    if sources.validation is None:
+        raise RecipeError(
+            "no validation text: set data.validation_fraction > 0 or data.validation_files (eval needs it)."
+        )
+    return sources.train, sources.validation
+
+
+def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, objective: str, announce):
+    """Load the recipe's tokenizer, reuse the run's own (on resume), or train one on the training text."""
+    from ..data.tokenizer import load_tokenizer, train_tokenizer
+
+    section = recipe.tokenizer
+    if section.path:
+        return load_tokenizer(section.path)
+    saved = run_dir / "tokenizer"
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
+            texts = train_texts["text"]
+            if section.max_train_documents:
+                texts = texts[: section.max_train_documents]
+            announce(f"training a {section.kind} tokenizer ({section.vocab_size} tokens) on {len(texts)} documents")
+            tokenizer = train_tokenizer(
+                texts,
+                kind=section.kind,
+                vocab_size=section.vocab_size,
+                lowercase=section.lowercase,
+                objective=objective,
+                model_max_length=recipe.data.block_size,
+            )
+            tokenizer.save_pretrained(saved)
+    return load_tokenizer(saved)
+
+
+# ----------------------------------------------------------------------------------------------- masked LM
+class MaskedLMObjective:
+    """Packed blocks of the corpus, MLM masking, the encoder family with sparse prediction."""
+
+    name = "mlm"
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.masking import MaskingCollator
+        from ..data.packing import pack_dataset
+        from ..models import PretrainEncoderConfig
+
+        self.recipe = recipe
+        if recipe.model.init_from is None:
+            model_config_from_recipe(PretrainEncoderConfig, recipe)  # fail on a bad model config before any work
+        train_texts, eval_texts = load_text_splits(recipe, announce)
+        self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "mlm", announce)
+        word_starts = recipe.masking.whole_word or recipe.masking.span
+        with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others load the cache
+            packed = {
+                split: pack_dataset(
+                    texts,
+                    self.tokenizer,
+                    block_size=recipe.data.block_size,
+                    num_proc=recipe.data.num_proc,
+                    with_word_starts=word_starts,
+                )
+                for split, texts in (("train", train_texts), ("validation", eval_texts))
+            }
+        for split, result in packed.items():
+            announce(f"{split}: {result.report.summary()}")
+        self.train_dataset, self.eval_dataset = packed["train"].dataset, packed["validation"].dataset
+        self.model = self.build_model(PretrainEncoderConfig)
+        masking = recipe.masking
+        collator_settings = dict(
+            mlm_probability=masking.mlm_probability,
+            mask_replace_prob=masking.mask_replace_prob,
+            random_replace_prob=masking.random_replace_prob,
+            whole_word=masking.whole_word,
+            span=masking.span,
+        )
+        self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
+        # Eval masks never change (another seed, epoch 0), so eval losses of different steps compare.
+        self.eval_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed + 7919, **collator_settings)
+        self.sequence_length = recipe.data.block_size
+
+    def build_model(self, config_class):
+        from transformers import AutoModelForMaskedLM
+
+        recipe = self.recipe
+        if recipe.model.init_from:
+            model = AutoModelForMaskedLM.from_pretrained(
+                recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
+            )
+            if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
+                model.resize_token_embeddings(vocab_rows(self.tokenizer))
+            return model
+        from ..models import PretrainEncoderForMaskedLM
+
+        torch.manual_seed(recipe.train.seed)
+        config = model_config_from_recipe(
+            config_class, recipe, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id
+        )
+        return PretrainEncoderForMaskedLM(config)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_collator.set_epoch(epoch)
+
+    @staticmethod
+    def count_items(batch: dict) -> torch.Tensor:
+        return (batch["labels"] != -100).sum()
+
+    @staticmethod
+    def count_tokens(batch: dict) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+    @staticmethod
+    def eval_sums(model, batch: dict) -> dict[str, torch.Tensor]:
+        """Summed cross-entropy and correct predictions over masked tokens (no logits kept across batches)."""
+        labels = batch["labels"]
+        logits = model(**batch).logits
+        targets = labels[labels != -100]
+        if logits.dim() == 3:  # a dense model (e.g. continued pretraining of a Hub checkpoint)
+            logits = logits[labels != -100]
+        loss_sum = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        correct = (logits.argmax(-1) == targets).sum()
+        return {"loss_sum": loss_sum.detach(), "correct": correct, "items": torch.tensor(targets.numel())}
+
+    @staticmethod
+    def eval_metrics(totals: dict) -> dict:
+        items = max(totals.get("items", 0), 1)
+        loss = totals.get("loss_sum", math.nan) / items
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": totals.get("correct", 0) / items}
+
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        from .metrics import encoder_step_flops, linear_parameters
+
+        model = self.model
+        config = model.config
+        head_modules = tuple(m for m in (getattr(model, "head", None), model.get_output_embeddings()) if m is not None)
+        if not hasattr(self, "_linear_params"):
+            self._linear_params = (
+                linear_parameters(model, exclude=head_modules),
+                sum(linear_parameters(m) for m in head_modules),
+            )
+        body, head = self._linear_params
+        tokens = sum(self.count_tokens(b) for b in micro_batches)
+        predicted = sum(int(self.count_items(b)) for b in micro_batches)
+        if not getattr(config, "sparse_prediction", False):
+            predicted = tokens  # dense heads project every position
+        return encoder_step_flops(
+            body, head, config.num_hidden_layers, config.hidden_size, tokens, self.sequence_length, predicted
+        )
+
+
+OBJECTIVES = {"mlm": MaskedLMObjective}
+
+
+def build_objective(recipe: Recipe, accelerator, run_dir: Path, announce=print):
+    return OBJECTIVES[recipe.objective](recipe, accelerator, run_dir, announce)
