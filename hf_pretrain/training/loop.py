@@ -285,8 +285,8 @@ class Pretraining:
             # ---- eval and checkpoint
             if state.step % train.eval_every == 0:
                 self.evaluate_and_log()
-            if state.step % train.save_every == 0:
-                self.save()
+            if state.step % train.save_every == 0 and state.bad_steps_in_a_row == 0:
+                self.save()  # not inside a streak of non-finite steps: the last checkpoint stays a good one
 
         if bar is not None:
             bar.close()

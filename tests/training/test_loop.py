@@ -1,0 +1,91 @@
+"""The loop in process: the NaN/Inf guard skips a step without touching weights or optimizer state, and stops
+the run with a clear message after several in a row, leaving the last good checkpoint on disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_pretrain.recipe import recipe_from_dict
+from hf_pretrain.training.checkpoint import find_resumable_checkpoint
+from hf_pretrain.training.loop import Pretraining, TrainingDiverged
+
+
+def tiny_recipe(run_dir, **train):
+    return recipe_from_dict(
+        {
+            "model": {"config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                 "intermediate_size": 64, "max_position_embeddings": 32}},
+            "tokenizer": {"vocab_size": 256},
+            "data": {"source": "builtin", "block_size": 32, "max_documents": 120, "validation_fraction": 0.1},
+            "train": {"batch_size": 4, "max_steps": 8, "eval_every": 100, "eval_batches": 1, "save_every": 2,
+                      "max_bad_steps": 3, **train},
+            "output": {"dir": str(run_dir), "log_with": [], "progress_bar": False},
+        }
+    )
+
+
+class PoisonedSteps(Pretraining):
+    """Returns a non-finite loss on the chosen (1-based) optimizer steps and records the weights around them."""
+
+    poisoned: set[int] = set()
+
+    def forward_loss(self, batch, items_in_step):
+        loss = super().forward_loss(batch, items_in_step)
+        if self.state.step + 1 in self.poisoned:
+            return loss * float("nan")
+        return loss
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_PRETRAIN_CACHE", str(tmp_path / "cache"))
+
+
+def snapshot(run):
+    model = run.accelerator.unwrap_model(run.model)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in run.optimizer.state.items()}
+    return weights, optimizer
+
+
+def test_a_non_finite_step_is_skipped_without_touching_weights_or_optimizer(tmp_path):
+    class Recorder(PoisonedSteps):
+        poisoned = {4}
+        before_step = {}  # 1-based step -> (weights, optimizer state) just before it runs
+
+        def forward_loss(self, batch, items_in_step):
+            Recorder.before_step.setdefault(self.state.step + 1, snapshot(self))
+            return super().forward_loss(batch, items_in_step)
+
+    Recorder(tiny_recipe(tmp_path / "run")).run()
+    weights_4, optimizer_4 = Recorder.before_step[4]
+    weights_5, optimizer_5 = Recorder.before_step[5]  # = after the poisoned step 4
+    for name in weights_4:
+        assert torch.equal(weights_4[name], weights_5[name]), name
+    assert optimizer_4.keys() == optimizer_5.keys() and optimizer_4
+    for key in optimizer_4:
+        for name in optimizer_4[key]:
+            assert torch.equal(optimizer_4[key][name], optimizer_5[key][name])
+    weights_6, _ = Recorder.before_step[6]
+    assert any(not torch.equal(weights_5[n], weights_6[n]) for n in weights_5)  # training went on
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "skipped" in r] == [4]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_steps"] == 1
+
+
+def test_several_non_finite_steps_in_a_row_stop_the_run_with_the_last_good_checkpoint(tmp_path):
+    class Diverging(PoisonedSteps):
+        poisoned = {5, 6, 7}
+
+    run = Diverging(tiny_recipe(tmp_path / "run"))
+    with pytest.raises(TrainingDiverged) as error:
+        run.run()
+    message = str(error.value)
+    assert "3 steps in a row had a non-finite loss" in message and "train.max_bad_steps=3" in message
+    assert "step-00000004" in message and "lower train.lr" in message
+    good = find_resumable_checkpoint(tmp_path / "run")
+    assert good is not None and good.name == "step-00000004"
+    assert not (tmp_path / "run" / "final").exists()
