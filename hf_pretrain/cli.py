@@ -106,7 +106,10 @@ def print_summary(result: dict) -> None:
     if before and after:
         lines.append(f"eval loss {before['loss']:.3f} -> {after['loss']:.3f}   "
                      f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")
-        if "accuracy" in after:
+        if result.get("objective") == "dae":
+            lines.append(f"reconstruction token accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}   "
+                         f"exact match {before['exact_match']:.1%} -> {after['exact_match']:.1%}")
+        else:
             lines.append(f"masked-token accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}")
     lines.append(f"final model: {result['final_dir']}   (run folder: {result['run_dir']})")
     print("\n".join(lines))

@@ -82,6 +82,21 @@ class MaskingSection:
 
 
 @dataclass
+class NoiseSection:
+    """Denoising-autoencoder noise (objective: dae); rates as in `hf_pretrain.data.noising.NoiseSettings`.
+    TSDAE: word_delete_rate 0.6. BART: infill_rate 0.3, poisson_lambda 3, permute_sentences 1.0."""
+
+    mask_rate: float = ranged(0.0, low=0.0, high=1.0)
+    delete_rate: float = ranged(0.0, low=0.0, high=0.99)
+    word_delete_rate: float = ranged(0.6, low=0.0, high=0.99)
+    infill_rate: float = ranged(0.0, low=0.0, high=0.99)
+    poisson_lambda: float = ranged(3.0, low=0.0, low_open=True)
+    permute_sentences: float = ranged(0.0, low=0.0, high=1.0)
+    rotate_rate: float = ranged(0.0, low=0.0, high=1.0)
+    insert_rate: float = ranged(0.0, low=0.0, high=1.0)
+
+
+@dataclass
 class TrainSection:
     """Optimizer, schedule, budget, evaluation and checkpoint cadence."""
 
@@ -128,6 +143,7 @@ class Recipe:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)
     masking: MaskingSection = field(default_factory=MaskingSection)
+    noise: NoiseSection = field(default_factory=NoiseSection)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputSection = field(default_factory=OutputSection)
 

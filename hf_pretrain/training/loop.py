@@ -97,13 +97,17 @@ class Pretraining:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
         optimizer = build_optimizer(model, recipe, fused=fused)
+        batch_sampler = getattr(self.objective, "train_batch_sampler", None)
+        batching = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler is not None
+            else {"batch_size": train.batch_size, "shuffle": True, "drop_last": True}
+        )
         train_loader = DataLoader(
             self.objective.train_dataset,
-            batch_size=train.batch_size,
-            shuffle=True,
-            drop_last=True,
             collate_fn=self.objective.train_collator,
             num_workers=train.num_workers,
+            **batching,
         )
         eval_loader = DataLoader(
             self.objective.eval_dataset,
@@ -345,6 +349,7 @@ class Pretraining:
     def summary(self, final_dir: Path) -> dict:
         state = self.state
         result = {
+            "objective": self.recipe.objective,
             "steps": state.step,
             "tokens": state.tokens_seen,
             "skipped_steps": state.skipped_steps,

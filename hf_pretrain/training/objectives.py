@@ -211,7 +211,121 @@ class MaskedLMObjective:
         )
 
 
-OBJECTIVES = {"mlm": MaskedLMObjective}
+# ----------------------------------------------------------------------------------------------- autoencoder
+class DenoisingObjective:
+    """One document per row (length-bucketed batches), corrupted by the noise collator; the denoising
+    autoencoder reconstructs the clean document. Eval: reconstruction loss, token accuracy, exact match."""
+
+    name = "dae"
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.noising import DenoisingCollator, NoiseSettings
+        from ..data.packing import LengthBucketBatchSampler, prepare_documents
+        from ..models import PretrainDAEConfig
+
+        self.recipe = recipe
+        if recipe.model.init_from is None:
+            model_config_from_recipe(PretrainDAEConfig, recipe)  # fail on a bad model config before any work
+        noise = NoiseSettings(**dataclasses.asdict(recipe.noise))
+        train_texts, eval_texts = load_text_splits(recipe, announce)
+        self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "dae", announce)
+        needs_words = noise.word_delete_rate > 0
+        with accelerator.main_process_first():
+            prepared = {
+                split: prepare_documents(
+                    texts,
+                    self.tokenizer,
+                    max_length=recipe.data.block_size,
+                    num_proc=recipe.data.num_proc,
+                    with_word_starts=needs_words,
+                )
+                for split, texts in (("train", train_texts), ("validation", eval_texts))
+            }
+        for split, result in prepared.items():
+            announce(f"{split}: {result.report.summary()}")
+        self.train_dataset, self.eval_dataset = prepared["train"].dataset, prepared["validation"].dataset
+        # Documents of similar length share a batch, so the padding (wasted FLOPs) stays small.
+        self.train_batch_sampler = LengthBucketBatchSampler(
+            self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
+        )
+        self.model = self.build_model(PretrainDAEConfig)
+        self.train_collator = DenoisingCollator.from_tokenizer(self.tokenizer, noise, seed=recipe.train.seed)
+        self.eval_collator = DenoisingCollator.from_tokenizer(self.tokenizer, noise, seed=recipe.train.seed + 7919)
+
+    def build_model(self, config_class):
+        from ..models import PretrainDAEForDenoising
+
+        recipe, tokenizer = self.recipe, self.tokenizer
+        if recipe.model.init_from:
+            return PretrainDAEForDenoising.from_pretrained(recipe.model.init_from)
+        torch.manual_seed(recipe.train.seed)
+        # The labels are the clean ids as tokenized ([CLS] ... [SEP]); decoding starts from [BOS] (or [CLS]) and
+        # stops at [SEP], where the labels end.
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        config = model_config_from_recipe(
+            config_class,
+            recipe,
+            vocab_size=vocab_rows(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=start,
+            decoder_start_token_id=start,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+        return PretrainDAEForDenoising(config)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_collator.set_epoch(epoch)
+        self.train_batch_sampler.set_epoch(epoch)
+
+    count_items = staticmethod(MaskedLMObjective.count_items)
+
+    @staticmethod
+    def count_tokens(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    @staticmethod
+    def eval_sums(model, batch: dict) -> dict[str, torch.Tensor]:
+        labels = batch["labels"]  # (B, T)
+        logits = model(**batch).logits  # (B, T, V), aligned with labels (the model shifts its decoder input)
+        valid = labels != -100
+        loss_sum = torch.nn.functional.cross_entropy(logits[valid].float(), labels[valid], reduction="sum")
+        right = (logits.argmax(-1) == labels) | ~valid
+        return {
+            "loss_sum": loss_sum.detach(),
+            "correct": (right & valid).sum(),
+            "items": valid.sum(),
+            "exact": right.all(dim=1).sum(),
+            "examples": torch.tensor(labels.shape[0]),
+        }
+
+    @staticmethod
+    def eval_metrics(totals: dict) -> dict:
+        metrics = MaskedLMObjective.eval_metrics(totals)
+        metrics["exact_match"] = totals.get("exact", 0) / max(totals.get("examples", 0), 1)
+        return metrics
+
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        """Encoder linears on source tokens, decoder linears and the vocabulary projection on target tokens,
+        self-attention at the batch's padded lengths (cross-attention to one vector is negligible)."""
+        from .metrics import linear_parameters
+
+        model, config = self.model, self.model.config
+        if not hasattr(self, "_linear_params"):
+            encoder = model.get_encoder()
+            self._linear_params = (linear_parameters(encoder), linear_parameters(model) - linear_parameters(encoder))
+        encoder_params, decoder_params = self._linear_params
+        flops = 0.0
+        for batch in micro_batches:
+            source = int(batch["attention_mask"].sum())
+            target = int((batch["labels"] != -100).sum())
+            source_len, target_len = batch["input_ids"].shape[1], batch["labels"].shape[1]
+            flops += 6 * encoder_params * source + 6 * decoder_params * target
+            flops += 12 * config.num_hidden_layers * source_len * config.hidden_size * source
+            flops += 12 * config.decoder_layers * target_len * config.hidden_size * target
+        return flops
+
+
+OBJECTIVES = {"mlm": MaskedLMObjective, "dae": DenoisingObjective}
 
 
 def build_objective(recipe: Recipe, accelerator, run_dir: Path, announce=print):

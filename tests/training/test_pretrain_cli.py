@@ -147,11 +147,15 @@ def kill_when_step_logged(process: subprocess.Popen, metrics: Path, step: int, t
     raise AssertionError(f"step {step} never logged")
 
 
-def test_killed_run_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer):
+DAE_SETTINGS = ["objective=dae", "model.config.decoder_layers=1", "noise.word_delete_rate=0.6"]
+
+
+@pytest.mark.parametrize("objective", ["mlm", "dae"])
+def test_killed_run_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer, objective):
     """SIGKILL mid-epoch in a later epoch, with gradient accumulation and a DataLoader worker; the resumed run
     ends with the uninterrupted run's per-step losses and final weights, bit for bit."""
     settings = ["train.grad_accum=2", "train.num_workers=1", "train.max_steps=16", "data.max_documents=40",
-                "train.save_every=3"]
+                "train.save_every=3", *(DAE_SETTINGS if objective == "dae" else [])]
     reference = tmp_path / "reference"
     run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
 
@@ -184,6 +188,22 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ti
     assert "resumed from" in result.stdout and "step-00000004" in result.stdout
     assert step_losses(run_dir) == reference_losses  # steps 5-8 were trained again, identically
     assert_same_weights(final_weights(run_dir), reference_weights)
+
+
+def test_denoising_autoencoder_trains_through_the_same_cli(tmp_path, tiny_recipe):
+    run_dir = tmp_path / "dae"
+    result = run_cli(tmp_path, "pretrain", str(tiny_recipe), f"output.dir={run_dir}", *DAE_SETTINGS,
+                     "train.max_steps=10")
+    assert "reconstruction token accuracy" in result.stdout and "exact match" in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_eval"]["loss"] < summary["initial_eval"]["loss"]
+    assert {"loss", "accuracy", "exact_match", "perplexity"} <= set(summary["final_eval"])
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(run_dir / "final", trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
+    vectors = model(**tokenizer(["open a file", "close it"], return_tensors="pt", padding=True)).pooler_output
+    assert vectors.shape == (2, 32)
 
 
 def test_recipe_errors_stop_before_any_work(tmp_path, tiny_recipe):
