@@ -4,6 +4,11 @@ Importing the package registers its model families with the transformers Auto cl
 """
 
 from .models import (
+    PretrainDAEConfig,
+    PretrainDAEFeatureConfig,
+    PretrainDAEForDenoising,
+    PretrainDAEForFeatureReconstruction,
+    PretrainDAEModel,
     PretrainEncoderConfig,
     PretrainEncoderForMaskedLM,
     PretrainEncoderForSequenceClassification,
@@ -19,5 +24,10 @@ __all__ = [
     "PretrainEncoderForMaskedLM",
     "PretrainEncoderForSequenceClassification",
     "PretrainEncoderForTokenClassification",
+    "PretrainDAEConfig",
+    "PretrainDAEFeatureConfig",
+    "PretrainDAEModel",
+    "PretrainDAEForDenoising",
+    "PretrainDAEForFeatureReconstruction",
     "__version__",
 ]

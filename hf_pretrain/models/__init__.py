@@ -8,11 +8,19 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
 
+from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
 from .configuration_pretrain_encoder import PretrainEncoderConfig
+from .modeling_pretrain_dae import (
+    PretrainDAEForDenoising,
+    PretrainDAEForFeatureReconstruction,
+    PretrainDAEModel,
+    PretrainDAEPreTrainedModel,
+)
 from .modeling_pretrain_encoder import (
     PretrainEncoderForMaskedLM,
     PretrainEncoderForSequenceClassification,
@@ -33,7 +41,17 @@ def register_encoder_family() -> None:
     AutoModelForTokenClassification.register(PretrainEncoderConfig, PretrainEncoderForTokenClassification, exist_ok=True)
 
 
+def register_dae_family() -> None:
+    """Make the Auto classes resolve `hf_pretrain_dae` (text) and `hf_pretrain_dae_features` (idempotent)."""
+    AutoConfig.register(PretrainDAEConfig.model_type, PretrainDAEConfig, exist_ok=True)
+    AutoModel.register(PretrainDAEConfig, PretrainDAEModel, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(PretrainDAEConfig, PretrainDAEForDenoising, exist_ok=True)
+    AutoConfig.register(PretrainDAEFeatureConfig.model_type, PretrainDAEFeatureConfig, exist_ok=True)
+    AutoModel.register(PretrainDAEFeatureConfig, PretrainDAEForFeatureReconstruction, exist_ok=True)
+
+
 register_encoder_family()
+register_dae_family()
 
 __all__ = [
     "PretrainEncoderConfig",
@@ -43,4 +61,11 @@ __all__ = [
     "PretrainEncoderForSequenceClassification",
     "PretrainEncoderForTokenClassification",
     "register_encoder_family",
+    "PretrainDAEConfig",
+    "PretrainDAEFeatureConfig",
+    "PretrainDAEPreTrainedModel",
+    "PretrainDAEModel",
+    "PretrainDAEForDenoising",
+    "PretrainDAEForFeatureReconstruction",
+    "register_dae_family",
 ]

@@ -1,0 +1,65 @@
+"""The data pipeline: text sources -> tokenizer -> packed blocks (or whole documents) -> masked-LM noise.
+
+    sources.load_text_sources(...)        files / Hub dataset / built-in corpus, cleaned, with a validation split
+    builtin.load_builtin_corpus()         standard-library docstrings (offline, deterministic)
+    builtin.load_builtin_task()           labeled task derived from it (train/test; test held out of the corpus)
+    tokenizer.train_tokenizer(...)        WordPiece / byte-level BPE / Unigram, saved folders load with AutoTokenizer
+    tokenizer.load_tokenizer(path_or_id)
+    packing.pack_dataset(...)             batched, cached, multi-process tokenization + packing into blocks
+    packing.pack_stream(...)              the same for data larger than memory
+    packing.prepare_documents(...)        one document per row (denoising autoencoder), LengthBucketBatchSampler
+    masking.MaskingCollator(...)          MLM noise as a pure function of (seed, epoch, example_index)
+
+Each module's docstring documents its public API.
+"""
+
+from .builtin import builtin_task_test_texts, load_builtin_corpus, load_builtin_task
+from .masking import MaskingCollator
+from .packing import (
+    DocumentsReport,
+    LengthBucketBatchSampler,
+    PackedDataset,
+    PackedStream,
+    PackingReport,
+    PreparedDocuments,
+    pack_dataset,
+    pack_stream,
+    pad_features,
+    prepare_documents,
+)
+from .sources import CleaningReport, TextSources, load_text_sources, resolve_files
+from .tokenizer import (
+    DAE_SPECIAL_TOKENS,
+    MLM_SPECIAL_TOKENS,
+    TOKENIZER_KINDS,
+    load_tokenizer,
+    special_tokens_for,
+    train_tokenizer,
+)
+
+__all__ = [
+    "CleaningReport",
+    "DAE_SPECIAL_TOKENS",
+    "DocumentsReport",
+    "LengthBucketBatchSampler",
+    "MLM_SPECIAL_TOKENS",
+    "MaskingCollator",
+    "PackedDataset",
+    "PackedStream",
+    "PackingReport",
+    "PreparedDocuments",
+    "TOKENIZER_KINDS",
+    "TextSources",
+    "builtin_task_test_texts",
+    "load_builtin_corpus",
+    "load_builtin_task",
+    "load_text_sources",
+    "load_tokenizer",
+    "pack_dataset",
+    "pack_stream",
+    "pad_features",
+    "prepare_documents",
+    "resolve_files",
+    "special_tokens_for",
+    "train_tokenizer",
+]
