@@ -182,7 +182,10 @@ def canonical_vocabulary_order(tokenizer: Tokenizer, special_tokens: list[str]) 
     would not repeat. Special tokens keep the first ids; WordPiece's other tokens follow in sorted order,
     Unigram's by descending score (its segmentation only reads the scores). BPE is already deterministic (its
     merges refer to tokens by string, and its ids follow the merge order). Unigram stays reproducible only up to
-    the last digits of its scores: its EM sums floats in a thread-dependent order, so near-ties can swap.
+    the last digits of its scores: its EM sums floats in a thread-dependent order, so near-ties can swap. And
+    the WordPiece trainer breaks ties between equally frequent pairs by ids it hands out in hash-map order, so
+    two trainings can learn a few different rare tokens; byte-level BPE ("bpe") is fully reproducible, which
+    is why the shipped recipes use it.
     """
     state = json.loads(tokenizer.to_str())
     model = state["model"]

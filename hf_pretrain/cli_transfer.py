@@ -1,0 +1,144 @@
+"""The `finetune`, `embed`, `export` and `report` subcommands of `hf-pretrain` (added by `add_transfer_commands`).
+
+    hf-pretrain finetune RECIPE [key=value ...] [--compare-scratch] [--freeze-encoder] [--lora]
+    hf-pretrain embed MODEL FILE --out vectors.npy|vectors.parquet [--column text] [--pooling auto|mean|cls|pooler]
+    hf-pretrain export RUN_DIR [--out DIR] [--push-to-hub user/name] [--private] [--encoder-only]
+    hf-pretrain report RUN_DIR [--out DIR]
+
+Each handler takes the parsed arguments and returns the exit code: 0 on success, 2 when the request cannot be done
+as asked (the message says why on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_transfer_commands(subparsers) -> None:
+    """Register the four subcommands on the `add_subparsers()` object of the main parser."""
+    finetune = subparsers.add_parser(
+        "finetune", help="fine-tune a pretrained model on classification or NER (transformers.Trainer)",
+        description="Fine-tune from a recipe: finetune-classification, finetune-ner, finetune-sst2, finetune-mrpc "
+                    "or a YAML path. Set the model with model=PATH_OR_HUB_ID.",
+    )
+    finetune.add_argument("recipe", help="a fine-tune recipe YAML path or shipped name (e.g. finetune-classification)")
+    finetune.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model=runs/mlm-tiny/final train.lr=1e-4")
+    finetune.add_argument("--compare-scratch", action="store_true",
+                          help="also train the same architecture from random weights with the same settings")
+    finetune.add_argument("--freeze-encoder", action="store_true", help="train only the head (a linear probe)")
+    finetune.add_argument("--lora", action="store_true",
+                          help="train LoRA adapters (default settings unless the recipe has a lora section)")
+    finetune.set_defaults(handler=run_finetune)
+
+    embed = subparsers.add_parser("embed", help="sentence vectors for the texts of a file")
+    embed.add_argument("model", help="a model folder, run folder or Hub id")
+    embed.add_argument("file", help="text lines (.txt), or .jsonl/.csv/.parquet with --column")
+    embed.add_argument("--out", required=True, help="vectors.npy (an N x hidden matrix) or vectors.parquet (text, embedding)")
+    embed.add_argument("--column", default="text", help="the text column of a jsonl/csv/parquet file (default text)")
+    embed.add_argument("--pooling", default="auto", choices=("auto", "mean", "cls", "pooler"),
+                       help="auto: the autoencoder's pooler_output, mean pooling for encoders")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
+    embed.add_argument("--normalize", action="store_true", help="scale every vector to unit length")
+    embed.set_defaults(handler=run_embed)
+
+    export = subparsers.add_parser("export", help="a Hub-ready folder (weights, code, tokenizer, card) from a run")
+    export.add_argument("run_dir", help="a pretraining run folder (its output.dir)")
+    export.add_argument("--out", help="output folder (default RUN_DIR/export, or RUN_DIR/export-encoder)")
+    export.add_argument("--push-to-hub", metavar="USER/NAME", help="then push the folder to this Hub repository")
+    export.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    export.add_argument("--encoder-only", action="store_true", help="denoising autoencoder: export only its encoder")
+    export.add_argument("--finetune-metrics", help="a fine-tuning metrics.json for the card (default: found in RUN_DIR)")
+    export.add_argument("--license", help="license id for the card metadata (e.g. apache-2.0)")
+    export.set_defaults(handler=run_export)
+
+    report = subparsers.add_parser("report", help="loss/lr/throughput curves (PNG) and a markdown summary of a run")
+    report.add_argument("run_dir", help="a pretraining run folder")
+    report.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    report.set_defaults(handler=run_report)
+
+
+def fail(error: Exception) -> int:
+    print(f"hf-pretrain: error: {error}", file=sys.stderr)
+    return 2
+
+
+# Errors that carry a message meant for the user (recipe, file, model and Hub problems); anything else is a bug
+# and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, OSError, ImportError)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune, load_finetune_recipe
+
+    overrides = list(args.overrides)
+    overrides += ["compare_scratch=true"] if args.compare_scratch else []
+    overrides += ["freeze_encoder=true"] if args.freeze_encoder else []
+    try:
+        recipe = load_finetune_recipe(args.recipe, overrides)
+        if args.lora and recipe.lora is None:
+            from .finetune import LoraSection
+
+            recipe.lora = LoraSection()
+            if recipe.freeze_encoder:
+                raise ValueError("--lora and --freeze-encoder both limit what trains; choose one of the two.")
+        finetune(recipe)
+    except USER_ERRORS as error:
+        return fail(error)
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from .hub.embed import embed_file
+
+    try:
+        out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
+                         batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize)
+    except USER_ERRORS as error:
+        return fail(error)
+    print(f"vectors -> {out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .hub.export import export_run, hub_offline, push_folder
+
+    try:
+        if args.push_to_hub and hub_offline():  # say so before the export work, not after
+            raise ValueError(f"cannot push to {args.push_to_hub!r}: HF_HUB_OFFLINE is set; export without "
+                             "--push-to-hub, or unset it with network access.")
+        out = export_run(args.run_dir, args.out, encoder_only=args.encoder_only,
+                         finetune_metrics=args.finetune_metrics, repo_id=args.push_to_hub, license=args.license)
+        print(f"exported -> {out}")
+        if args.push_to_hub:
+            url = push_folder(out, args.push_to_hub, private=args.private)
+            print(f"pushed to {args.push_to_hub}: {url}")
+    except USER_ERRORS as error:
+        return fail(error)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .hub.report import write_report
+
+    try:
+        result = write_report(args.run_dir, args.out)
+    except USER_ERRORS as error:
+        return fail(error)
+    print(f"report -> {result['markdown']}" + (f" ({len(result['images'])} plots)" if result["images"] else ""))
+    if result["note"]:
+        print(f"note: {result['note']}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A stand-alone entry point with only these commands (tests, and until cli.py registers them)."""
+    parser = argparse.ArgumentParser(prog="hf-pretrain")
+    add_transfer_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

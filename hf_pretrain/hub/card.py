@@ -1,0 +1,298 @@
+"""Model cards (README.md) for exported models, filled from the template in `templates/model_card.md`.
+
+The YAML header comes from `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets, metrics and
+a `model-index` built from `EvalResult`s, so it follows the Hub's metadata rules); the body describes the model,
+its training (recipe, tokens, wall time, hardware), pretraining evaluation, fine-tuning results when a fine-tuning
+`metrics.json` is given, the loss curve, how to load and fine-tune it, and limitations.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+TEMPLATE_NAME = "model_card.md"
+
+FAMILIES = {
+    # model_type: (pipeline_tag, family tag, description)
+    "hf_pretrain_encoder": ("fill-mask", "masked-lm", "masked-language-model encoder (hf_pretrain encoder family)"),
+    "hf_pretrain_dae": ("text2text-generation", "denoising-autoencoder",
+                        "denoising autoencoder: encoder -> bottleneck -> decoder (hf_pretrain DAE family)"),
+    "hf_pretrain_dae_features": ("feature-extraction", "autoencoder",
+                                 "feature autoencoder: vectors in, vectors out (hf_pretrain DAE family)"),
+}
+PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type or None: table only)
+    "loss": ("eval loss", None),
+    "perplexity": ("perplexity", "perplexity"),
+    "accuracy": ("token accuracy", "accuracy"),
+    "exact_match": ("exact match (whole text reconstructed)", "exact_match"),
+}
+ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
+FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
+
+
+def template_path() -> Path:
+    """The template shipped in the package; from a source checkout, model_cards/templates is the same folder."""
+    shipped = resources.files("hf_pretrain.hub") / "templates" / TEMPLATE_NAME
+    if shipped.is_file():
+        return Path(str(shipped))
+    checkout = Path(__file__).resolve().parents[2] / "model_cards" / "templates" / TEMPLATE_NAME
+    if checkout.is_file():
+        return checkout
+    raise FileNotFoundError(
+        f"model-card template {TEMPLATE_NAME} is missing from the installed package (hf_pretrain/hub/templates); "
+        "reinstall hf_pretrain, or check that package data includes hub/templates/*.md."
+    )
+
+
+def count_parameters(folder: Path) -> int | None:
+    """Parameters stored in the folder's safetensors files (tied weights are stored once, so counted once)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                shape = handle.get_slice(name).get_shape()
+                count = 1
+                for size in shape:
+                    count *= size
+                total += count
+    return total
+
+
+def human_count(count: int | None) -> str:
+    if count is None:
+        return "unknown"
+    return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count:,}"
+
+
+def describe_architecture(config: dict) -> str:
+    parts = [f"{config.get('num_hidden_layers')} encoder layers"]
+    if config.get("decoder_layers"):
+        parts.append(f"{config['decoder_layers']} decoder layers")
+    parts += [
+        f"hidden {config.get('hidden_size')}",
+        f"{config.get('num_attention_heads')} heads",
+        f"{config.get('mlp_type', 'gated')} MLP {config.get('intermediate_size')}",
+        f"{config.get('position_embedding_type', 'rotary')} positions",
+        f"{config.get('norm_type', 'layernorm')}, pre-norm",
+    ]
+    if config.get("bottleneck"):
+        parts.append(f"bottleneck: {config['bottleneck']} ({config.get('pooling')} pooling)")
+    return ", ".join(parts)
+
+
+def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
+    """(card text, Hub dataset ids for the metadata, model-index dataset type, model-index dataset name)."""
+    data = recipe.get("data", {})
+    source = data.get("source", "builtin")
+    if source == "hub" and data.get("hub_dataset"):
+        name = data["hub_dataset"] + (f" ({data['hub_config']})" if data.get("hub_config") else "")
+        return f"[{data['hub_dataset']}](https://huggingface.co/datasets/{data['hub_dataset']})", [data["hub_dataset"]], data["hub_dataset"], name
+    if source == "files":
+        files = ", ".join(map(str, data.get("train_files", []))) or "local files"
+        return f"local files: `{files}`", [], "text", "local text files"
+    text = ("hf_pretrain's built-in corpus: docstrings of the Python standard library (about 6,000 documents, "
+            "generated offline), without the documents of the built-in fine-tuning task's test split")
+    return text, [], "hf_pretrain-builtin", "Python standard-library docstrings"
+
+
+def describe_objective(recipe: dict, config: dict) -> str:
+    if recipe.get("objective") == "dae":
+        noise = {k: v for k, v in recipe.get("noise", {}).items() if v}
+        return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
+    masking = recipe.get("masking", {})
+    return f"masked language modeling, {masking.get('mlm_probability', 0.15):.0%} of tokens masked" + (
+        ", whole words" if masking.get("whole_word") else ", spans" if masking.get("span") else ""
+    )
+
+
+def describe_tokenizer(folder: Path) -> str:
+    tokenizer_file = folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return "none (the model reads feature vectors)"
+    tokenizer = json.loads(tokenizer_file.read_text())
+    kind = (tokenizer.get("model") or {}).get("type", "?")
+    size = len((tokenizer.get("model") or {}).get("vocab", {})) + len(tokenizer.get("added_tokens", []))
+    normalizer = json.dumps(tokenizer.get("normalizer") or {})
+    cased = "lowercased" if '"lowercase": true' in normalizer or "Lowercase" in normalizer else "cased"
+    return f"{kind}, about {size:,} tokens, {cased}"
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
+def pretraining_results(summary: dict):
+    """(rows for the card's table, [(metric type, label, value)] for the model-index)."""
+    before, after = summary.get("initial_eval") or {}, summary.get("final_eval") or {}
+    rows, results = [], []
+    for key, (label, metric_type) in PRETRAINING_METRICS.items():
+        if key in after:
+            if key == "accuracy":
+                label = ACCURACY_LABELS.get(summary.get("objective"), label)
+            rows.append({"name": label, "before": format_value(before.get(key)), "after": format_value(after[key])})
+            if metric_type:
+                results.append((metric_type, label, round(float(after[key]), 4)))
+    return rows, results
+
+
+def finetune_results(metrics: dict):
+    """(split, rows, [(metric type, label, value)]) from a fine-tuning metrics.json (hf_pretrain.finetune)."""
+    runs = metrics.get("runs", {})
+    pretrained, scratch = runs.get("pretrained", {}), runs.get("scratch", {})
+    split = "test" if "test" in pretrained else "validation"
+    names = [n for n in ("f1", "accuracy", "precision", "recall", "mse", "pearson", "spearman", "loss")
+             if n in pretrained.get(split, {})]
+    rows = [{"name": n, "pretrained": format_value(pretrained[split][n]),
+             "scratch": format_value(scratch.get(split, {}).get(n))} for n in names]
+    results = [(n, n, round(float(pretrained[split][n]), 4)) for n in names if n != "loss"]  # loss: table only
+    return split, rows, results
+
+
+def eval_results(model_name: str, pipeline_tag: str, data: tuple, pretraining: list, finetune: dict | None,
+                 finetune_entries: list, finetune_split: str):
+    from huggingface_hub import EvalResult
+
+    _, _, dataset_type, dataset_name = data
+    results = [
+        EvalResult(task_type=pipeline_tag, dataset_type=dataset_type, dataset_name=dataset_name,
+                   dataset_split="validation", metric_type=metric_type, metric_name=label, metric_value=value)
+        for metric_type, label, value in pretraining
+    ]
+    if finetune:
+        dataset = finetune.get("dataset", {})
+        for metric_type, label, value in finetune_entries:
+            results.append(EvalResult(
+                task_type=FINETUNE_TASK_TYPES.get(finetune.get("task"), "text-classification"),
+                dataset_type=dataset.get("name") if dataset.get("source") == "hub" else
+                ("hf_pretrain-builtin-task" if dataset.get("source") == "builtin" else "json"),
+                dataset_name=dataset.get("name", "fine-tuning data"),
+                dataset_config=dataset.get("config"),
+                dataset_split=finetune_split,
+                metric_type=metric_type, metric_name=f"{label} (fine-tuned)", metric_value=value,
+            ))
+    return results
+
+
+def embedding_advice(model_type: str) -> tuple[str, str]:
+    if model_type == "hf_pretrain_dae":
+        return ("use `pooler_output`, the bottleneck vector the decoder was trained to reconstruct the text from.",
+                "vectors = outputs.pooler_output  # (batch, hidden)")
+    return ("average the last hidden states over real tokens (mean pooling); the first token is not trained to "
+            "summarize the text during pretraining.",
+            "mask = batch[\"attention_mask\"].unsqueeze(-1).float()\n"
+            "vectors = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (batch, hidden)")
+
+
+def hardware_text(summary: dict) -> str:
+    if summary.get("hardware"):
+        return str(summary["hardware"])
+    peak = summary.get("mfu_peak")
+    return f"not recorded; the run's MFU reference peak was {peak}" if peak else "not recorded"
+
+
+def mask_example(folder: Path) -> str:
+    config_file = folder / "tokenizer_config.json"
+    mask = json.loads(config_file.read_text()).get("mask_token") if config_file.is_file() else None
+    mask = mask.get("content") if isinstance(mask, dict) else mask
+    return f"The {mask or '[MASK]'} module parses command-line arguments."
+
+
+def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, repo_id: str | None = None,
+               loss_curve: str | None = None, license: str | None = None, model_name: str | None = None):
+    """A `huggingface_hub.ModelCard` for the exported folder. `run`: {"recipe": dict, "summary": dict}."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = json.loads((folder / "config.json").read_text())
+    model_type = config.get("model_type", "")
+    if model_type not in FAMILIES:
+        raise ValueError(f"model_type={model_type!r} is not an hf_pretrain family; allowed: {', '.join(FAMILIES)}.")
+    pipeline_tag, family_tag, family_description = FAMILIES[model_type]
+    if model_type == "hf_pretrain_encoder" and run.get("recipe", {}).get("objective") == "dae":
+        pipeline_tag, family_description = "feature-extraction", "encoder of a denoising autoencoder (hf_pretrain encoder family)"
+    recipe, summary = run.get("recipe", {}), run.get("summary", {})
+    train = recipe.get("train", {})
+    data = describe_data(recipe)
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name)
+    pretraining_rows, pretraining_entries = pretraining_results(summary)
+    finetune_split, finetune_rows, finetune_entries = (
+        finetune_results(finetune_metrics) if finetune_metrics else ("", [], [])
+    )
+    metric_types = sorted({m for m, _, _ in pretraining_entries + finetune_entries})
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["hf_pretrain", "custom_code", family_tag] + (["fine-tuned-results"] if finetune_rows else []),
+        datasets=data[1] or None,
+        metrics=metric_types or None,
+        license=license,
+        model_name=model_name,
+        eval_results=eval_results(model_name, pipeline_tag, data, pretraining_entries, finetune_metrics,
+                                  finetune_entries, finetune_split) or None,
+    )
+    parameters = count_parameters(folder)
+    advice, code = embedding_advice(model_type)
+    steps = summary.get("steps")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path()),
+        model_name=model_name,
+        repo_id=repo_id or f"path/to/{model_name}",
+        summary=(f"A {human_count(parameters)}-parameter {family_description.split(' (')[0]}, pretrained on "
+                 f"{summary.get('tokens', 0):,} tokens in {steps} steps."),
+        family_description=family_description,
+        architecture=describe_architecture(config),
+        parameters=human_count(parameters),
+        tokenizer_description=describe_tokenizer(folder),
+        max_length=config.get("max_position_embeddings"),
+        code_files=", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py"))) or "none",
+        has_generation_config=(folder / "generation_config.json").is_file(),
+        pipeline_tag=pipeline_tag,
+        fill_mask_example=mask_example(folder),
+        embedding_advice=advice,
+        embedding_code=code,
+        can_finetune=model_type == "hf_pretrain_encoder",
+        objective_description=describe_objective(recipe, config),
+        data_description=data[0],
+        tokens=f"{summary['tokens']:,}" if "tokens" in summary else "not recorded",
+        steps=steps if steps is not None else "not recorded",
+        batch_size=train.get("batch_size", "?"),
+        grad_accum=train.get("grad_accum", 1),
+        block_size=recipe.get("data", {}).get("block_size", "?"),
+        lr=train.get("lr", "?"),
+        schedule=train.get("schedule", "?"),
+        warmup=train.get("warmup", "?"),
+        weight_decay=train.get("weight_decay", "?"),
+        precision=train.get("precision", "?"),
+        minutes=f"{summary['minutes']:.1f} minutes" if "minutes" in summary else "not recorded",
+        hardware=hardware_text(summary),
+        loss_curve=loss_curve,
+        pretraining_rows=pretraining_rows,
+        finetune_rows=finetune_rows,
+        finetune_task=(finetune_metrics or {}).get("task", ""),
+        finetune_dataset=((finetune_metrics or {}).get("dataset") or {}).get("name", ""),
+        finetune_split=finetune_split,
+        scale_note=(f"This is a small model ({human_count(parameters)} parameters, {summary.get('tokens', 0):,} "
+                    "training tokens): a research and teaching artifact and a starting point for fine-tuning on "
+                    "related text, not a general-purpose language model."),
+    )
+
+
+def write_card(folder: Path, run: dict, **options) -> Path:
+    card = build_card(folder, run, **options)
+    path = folder / "README.md"
+    card.save(path)
+    return path
+
+
+__all__ = ["build_card", "write_card", "template_path", "count_parameters"]

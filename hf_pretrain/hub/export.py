@@ -1,0 +1,169 @@
+"""`hf-pretrain export RUN_DIR`: a Hub-ready folder from a pretraining run, and pushing it to the Hub.
+
+The folder holds: weights (`model.safetensors`), `config.json` with the family's full `auto_map`, the modeling code
+(copied by `save_pretrained`), the tokenizer, `generation_config.json` for the denoising autoencoder, the resolved
+`recipe.yaml`, `training_summary.json`, `loss_curve.png` (when matplotlib is installed) and the model card
+`README.md`. `encoder_only=True` exports a denoising autoencoder's encoder as an encoder-family checkpoint.
+
+Pushing uses huggingface_hub's `create_repo` + `upload_folder`; with HF_HUB_OFFLINE set it fails before any request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .card import write_card
+from .report import PlotsUnavailable, plot_loss, read_run
+
+EXPORT_LOADERS = {  # model_type -> the Auto class that loads the run's final model with its head
+    "hf_pretrain_encoder": "AutoModelForMaskedLM",
+    "hf_pretrain_dae": "AutoModelForSeq2SeqLM",
+    "hf_pretrain_dae_features": "AutoModel",
+}
+
+
+class ExportError(ValueError):
+    """The run folder cannot be exported as asked; the message says why and what to do."""
+
+
+def final_folder(run_dir: Path) -> Path:
+    final = run_dir / "final"
+    if not (final / "config.json").is_file():
+        raise ExportError(
+            f"{run_dir} has no final/config.json: export needs a finished pretraining run folder (its output.dir); "
+            "a run that was stopped early can be finished by running the same pretrain command again."
+        )
+    return final
+
+
+def model_type_of(folder: Path) -> str:
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if model_type not in EXPORT_LOADERS:
+        raise ExportError(f"{folder} holds model_type={model_type!r}; export handles {', '.join(EXPORT_LOADERS)}.")
+    return model_type
+
+
+def save_model(final: Path, out: Path, model_type: str, encoder_only: bool) -> None:
+    """Re-save through save_pretrained so the code files, the full auto_map and (DAE) the generation config are
+    written by the installed package, whatever wrote final/."""
+    import transformers
+
+    loader = getattr(transformers, EXPORT_LOADERS[model_type])
+    model = loader.from_pretrained(final, trust_remote_code=True)
+    if encoder_only:
+        if model_type != "hf_pretrain_dae":
+            raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
+        model.export_encoder(out)
+        return
+    model.save_pretrained(out)
+    if getattr(model, "can_generate", lambda: False)() and not (out / "generation_config.json").is_file():
+        model.generation_config.save_pretrained(out)
+
+
+def copy_tokenizer(final: Path, out: Path) -> None:
+    if (final / "tokenizer.json").is_file() or (final / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(final, trust_remote_code=True).save_pretrained(out)
+
+
+def find_finetune_metrics(run_dir: Path) -> Path | None:
+    """A fine-tuning metrics.json inside the run folder (e.g. RUN/finetune-*/metrics.json), newest first."""
+    found = [p for p in run_dir.glob("*/metrics.json") if is_finetune_metrics(p)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def is_finetune_metrics(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "runs" in data and "task" in data
+
+
+def check_auto_map(out: Path) -> None:
+    """Every class the auto_map names must have its code file in the folder, or remote loading fails later."""
+    config = json.loads((out / "config.json").read_text())
+    auto_map = config.get("auto_map") or {}
+    missing = sorted({ref.split(".")[0] + ".py" for ref in auto_map.values() if not (out / (ref.split(".")[0] + ".py")).is_file()})
+    if not auto_map or missing:
+        raise ExportError(f"the exported config's auto_map is incomplete (missing code files: {missing or 'all'}).")
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only: bool = False,
+               finetune_metrics: str | Path | None = None, repo_id: str | None = None, license: str | None = None,
+               announce=print) -> Path:
+    """Write the Hub-ready folder (default RUN/export, or RUN/export-encoder with encoder_only) and return it."""
+    run_dir = Path(run_dir)
+    final = final_folder(run_dir)
+    model_type = model_type_of(final)
+    out = Path(out) if out else run_dir / ("export-encoder" if encoder_only else "export")
+    if out.resolve() == final.resolve() or out.resolve() == run_dir.resolve():
+        raise ExportError(f"--out {out} would overwrite the run itself; choose a new folder.")
+    staging = out.with_name(f".{out.name}.tmp")  # built aside, then renamed: a failed export leaves no half folder
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(final, staging, model_type, encoder_only)
+    copy_tokenizer(final, staging)
+    for name, target in (("recipe.yaml", "recipe.yaml"), ("summary.json", "training_summary.json")):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, staging / target)
+    run = read_run(run_dir) if (run_dir / "metrics.jsonl").is_file() else {"records": [], "summary": {}, "recipe": {}}
+    loss_curve = None
+    if run["records"]:
+        try:
+            loss_curve = plot_loss(run["records"], staging / "loss_curve.png").name
+        except PlotsUnavailable as missing:
+            announce(f"no loss-curve picture in the card: {missing}")
+    metrics_path = Path(finetune_metrics) if finetune_metrics else find_finetune_metrics(run_dir)
+    metrics = None
+    if metrics_path is not None:
+        if not is_finetune_metrics(metrics_path):
+            raise ExportError(f"--finetune-metrics {metrics_path} is not a metrics.json written by hf-pretrain finetune.")
+        metrics = json.loads(metrics_path.read_text())
+        announce(f"fine-tuning results from {metrics_path} go into the card")
+    write_card(staging, run, finetune_metrics=metrics, repo_id=repo_id, loss_curve=loss_curve, license=license,
+               model_name=repo_id.split("/")[-1] if repo_id else out.name)
+    check_auto_map(staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- push
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload model exported with hf_pretrain") -> str:
+    """create_repo (exist_ok) + upload_folder; returns the commit URL. Fails fast and clearly when offline."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ExportError(f"--push-to-hub {repo_id!r} is not allowed; write it as user/name or org/name.")
+    if hub_offline():
+        raise ExportError(
+            f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. The exported folder {folder} is complete; push it "
+            "later with network access (unset HF_HUB_OFFLINE) or with `hf upload`."
+        )
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    except (HfHubHTTPError, OSError) as error:  # OSError covers connection failures
+        raise ExportError(
+            f"pushing {folder} to {repo_id!r} at {api.endpoint} failed: {type(error).__name__}: {error}. "
+            "Check the network, that you are logged in (`hf auth login` or HF_TOKEN) and may write to that namespace."
+        ) from error
+    return str(getattr(commit, "commit_url", commit))
+
+
+__all__ = ["export_run", "push_folder", "find_finetune_metrics", "ExportError"]
