@@ -98,11 +98,12 @@ class Pretraining:
         fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
         optimizer = build_optimizer(model, recipe, fused=fused)
         batch_sampler = getattr(self.objective, "train_batch_sampler", None)
-        batching = (
-            {"batch_sampler": batch_sampler}
-            if batch_sampler is not None
-            else {"batch_size": train.batch_size, "shuffle": True, "drop_last": True}
-        )
+        if batch_sampler is not None:
+            batching = {"batch_sampler": batch_sampler}
+        elif isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset):
+            batching = {"batch_size": train.batch_size, "drop_last": True}  # a stream is read in order
+        else:
+            batching = {"batch_size": train.batch_size, "shuffle": True, "drop_last": True}
         train_loader = DataLoader(
             self.objective.train_dataset,
             collate_fn=self.objective.train_collator,
@@ -121,7 +122,7 @@ class Pretraining:
         )
         if train.compile:
             self.model = torch.compile(self.model)
-        if len(self.train_loader) == 0:
+        if not isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset) and len(self.train_loader) == 0:
             raise ValueError(
                 f"train.batch_size={train.batch_size} is larger than the training set "
                 f"({len(self.objective.train_dataset)} examples per process); lower it or add data."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 from pathlib import Path
 
@@ -61,13 +62,51 @@ def load_text_splits(recipe: Recipe, announce):
         seed=recipe.train.seed,
         max_documents=data.max_documents,
         num_proc=data.num_proc,
+        streaming=data.streaming,
     )
-    announce(f"text: {sources.summary()}")
+    if not data.streaming:  # a stream's cleaning report fills in only as it is read
+        announce(f"text: {sources.summary()}")
     if sources.validation is None:
         raise RecipeError(
             "no validation text: set data.validation_fraction > 0 or data.validation_files (eval needs it)."
         )
     return sources.train, sources.validation
+
+
+# A streamed corpus may be endless: the tokenizer learns from its first documents.
+STREAMING_TOKENIZER_DOCUMENTS = 200_000
+
+
+def texts_for_tokenizer(train_texts, limit: int | None) -> list[str]:
+    import datasets
+
+    if isinstance(train_texts, datasets.IterableDataset):
+        limit = limit or STREAMING_TOKENIZER_DOCUMENTS
+        return [row["text"] for row in itertools.islice(train_texts, limit)]
+    texts = train_texts["text"]
+    return texts[:limit] if limit else texts
+
+
+class StreamedBlocks(torch.utils.data.IterableDataset):
+    """Packed blocks of a text stream, for corpora larger than memory (the DataLoader iterates it; Accelerate's
+    dispatcher reads it on the main process and hands each rank its slice of every global batch, so ranks never
+    see the same block). Each pass over the stream is one epoch; the masks still change per epoch."""
+
+    def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
+        from ..data.packing import pack_stream
+
+        super().__init__()
+        self.blocks = pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts)
+
+    def __iter__(self):
+        return iter(self.blocks)
+
+
+def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:
+    """The first `count` packed blocks of a stream, in memory (a fixed validation set)."""
+    from ..data.packing import pack_stream
+
+    return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
 
 
 def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, objective: str, announce):
@@ -80,9 +119,7 @@ def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, o
     saved = run_dir / "tokenizer"
     with accelerator.main_process_first():
         if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
-            texts = train_texts["text"]
-            if section.max_train_documents:
-                texts = texts[: section.max_train_documents]
+            texts = texts_for_tokenizer(train_texts, section.max_train_documents)
             announce(f"training a {section.kind} tokenizer ({section.vocab_size} tokens) on {len(texts)} documents")
             tokenizer = train_tokenizer(
                 texts,
@@ -104,7 +141,6 @@ class MaskedLMObjective:
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.masking import MaskingCollator
-        from ..data.packing import pack_dataset
         from ..models import PretrainEncoderConfig
 
         self.recipe = recipe
@@ -113,20 +149,15 @@ class MaskedLMObjective:
         train_texts, eval_texts = load_text_splits(recipe, announce)
         self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "mlm", announce)
         word_starts = recipe.masking.whole_word or recipe.masking.span
-        with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others load the cache
-            packed = {
-                split: pack_dataset(
-                    texts,
-                    self.tokenizer,
-                    block_size=recipe.data.block_size,
-                    num_proc=recipe.data.num_proc,
-                    with_word_starts=word_starts,
-                )
-                for split, texts in (("train", train_texts), ("validation", eval_texts))
-            }
-        for split, result in packed.items():
-            announce(f"{split}: {result.report.summary()}")
-        self.train_dataset, self.eval_dataset = packed["train"].dataset, packed["validation"].dataset
+        self.streaming = recipe.data.streaming
+        if self.streaming:
+            self.train_dataset = StreamedBlocks(train_texts, self.tokenizer, recipe.data.block_size, word_starts)
+            eval_rows = recipe.train.eval_batches * recipe.train.batch_size * accelerator.num_processes
+            self.eval_dataset = first_blocks(eval_texts, self.tokenizer, recipe.data.block_size, word_starts, eval_rows)
+        else:
+            self.train_dataset, self.eval_dataset = self.pack_in_memory(
+                recipe, train_texts, eval_texts, word_starts, accelerator, announce
+            )
         self.model = self.build_model(PretrainEncoderConfig)
         masking = recipe.masking
         collator_settings = dict(
@@ -140,6 +171,24 @@ class MaskedLMObjective:
         # Eval masks never change (another seed, epoch 0), so eval losses of different steps compare.
         self.eval_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed + 7919, **collator_settings)
         self.sequence_length = recipe.data.block_size
+
+    def pack_in_memory(self, recipe, train_texts, eval_texts, word_starts, accelerator, announce):
+        from ..data.packing import pack_dataset
+
+        with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others load the cache
+            packed = {
+                split: pack_dataset(
+                    texts,
+                    self.tokenizer,
+                    block_size=recipe.data.block_size,
+                    num_proc=recipe.data.num_proc,
+                    with_word_starts=word_starts,
+                )
+                for split, texts in (("train", train_texts), ("validation", eval_texts))
+            }
+        for split, result in packed.items():
+            announce(f"{split}: {result.report.summary()}")
+        return packed["train"].dataset, packed["validation"].dataset
 
     def build_model(self, config_class):
         from transformers import AutoModelForMaskedLM

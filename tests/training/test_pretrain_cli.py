@@ -217,14 +217,19 @@ def test_recipe_errors_stop_before_any_work(tmp_path, tiny_recipe):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
-def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tiny_recipe_fixed_tokenizer):
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streaming"])
+def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tiny_recipe_fixed_tokenizer, streaming):
+    """The same global batch on 1 or 2 processes gives the same losses: the ranks split every global batch
+    without overlap (a stream is read once and dispatched), and only rank 0 writes."""
+    streaming_setting = f"data.streaming={str(streaming).lower()}"
     one = tmp_path / "one"
-    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={one}", "train.max_steps=6", "train.batch_size=8")
+    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={one}", "train.max_steps=6",
+            "train.batch_size=8", streaming_setting)
     two = tmp_path / "two"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={two}", "train.max_steps=6",
-         "train.batch_size=4"],
+         "train.batch_size=4", streaming_setting],
         env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
