@@ -102,7 +102,7 @@ def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
     return text, [], "hf_pretrain-builtin", "Python standard-library docstrings"
 
 
-def describe_objective(recipe: dict, config: dict) -> str:
+def describe_objective(recipe: dict) -> str:
     if recipe.get("objective") == "dae":
         noise = {k: v for k, v in recipe.get("noise", {}).items() if v}
         return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
@@ -159,8 +159,8 @@ def finetune_results(metrics: dict):
     return split, rows, results
 
 
-def eval_results(model_name: str, pipeline_tag: str, data: tuple, pretraining: list, finetune: dict | None,
-                 finetune_entries: list, finetune_split: str):
+def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: dict | None, finetune_entries: list,
+                 finetune_split: str):
     from huggingface_hub import EvalResult
 
     _, _, dataset_type, dataset_name = data
@@ -237,8 +237,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         metrics=metric_types or None,
         license=license,
         model_name=model_name,
-        eval_results=eval_results(model_name, pipeline_tag, data, pretraining_entries, finetune_metrics,
-                                  finetune_entries, finetune_split) or None,
+        eval_results=eval_results(pipeline_tag, data, pretraining_entries, finetune_metrics, finetune_entries,
+                                  finetune_split) or None,
     )
     parameters = count_parameters(folder)
     advice, code = embedding_advice(model_type)
@@ -262,7 +262,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         embedding_advice=advice,
         embedding_code=code,
         can_finetune=model_type == "hf_pretrain_encoder",
-        objective_description=describe_objective(recipe, config),
+        objective_description=describe_objective(recipe),
         data_description=data[0],
         tokens=f"{summary['tokens']:,}" if "tokens" in summary else "not recorded",
         steps=steps if steps is not None else "not recorded",

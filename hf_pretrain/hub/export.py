@@ -106,31 +106,50 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
     staging = out.with_name(f".{out.name}.tmp")  # built aside, then renamed: a failed export leaves no half folder
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        fill_export_folder(run_dir, final, staging, model_type, encoder_only, finetune_metrics, repo_id, license,
+                           model_name=repo_id.split("/")[-1] if repo_id else out.name, announce=announce)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: str, encoder_only: bool,
+                       finetune_metrics, repo_id, license, model_name: str, announce=print) -> None:
     save_model(final, staging, model_type, encoder_only)
     copy_tokenizer(final, staging)
     for name, target in (("recipe.yaml", "recipe.yaml"), ("summary.json", "training_summary.json")):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / target)
     run = read_run(run_dir) if (run_dir / "metrics.jsonl").is_file() else {"records": [], "summary": {}, "recipe": {}}
-    loss_curve = None
-    if run["records"]:
-        try:
-            loss_curve = plot_loss(run["records"], staging / "loss_curve.png").name
-        except PlotsUnavailable as missing:
-            announce(f"no loss-curve picture in the card: {missing}")
-    metrics_path = Path(finetune_metrics) if finetune_metrics else find_finetune_metrics(run_dir)
-    metrics = None
-    if metrics_path is not None:
-        if not is_finetune_metrics(metrics_path):
-            raise ExportError(f"--finetune-metrics {metrics_path} is not a metrics.json written by hf-pretrain finetune.")
-        metrics = json.loads(metrics_path.read_text())
-        announce(f"fine-tuning results from {metrics_path} go into the card")
-    write_card(staging, run, finetune_metrics=metrics, repo_id=repo_id, loss_curve=loss_curve, license=license,
-               model_name=repo_id.split("/")[-1] if repo_id else out.name)
+    write_card(staging, run, finetune_metrics=load_finetune_metrics(run_dir, finetune_metrics, announce),
+               repo_id=repo_id, loss_curve=draw_loss_curve(run, staging, announce), license=license,
+               model_name=model_name)
     check_auto_map(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out
+
+
+def draw_loss_curve(run: dict, folder: Path, announce=print) -> str | None:
+    if not run["records"]:
+        return None
+    try:
+        return plot_loss(run["records"], folder / "loss_curve.png").name
+    except PlotsUnavailable as missing:
+        announce(f"no loss-curve picture in the card: {missing}")
+        return None
+
+
+def load_finetune_metrics(run_dir: Path, given: str | Path | None, announce=print) -> dict | None:
+    """The given fine-tuning metrics.json, else one found inside the run folder, else None."""
+    path = Path(given) if given else find_finetune_metrics(run_dir)
+    if path is None:
+        return None
+    if not is_finetune_metrics(path):
+        raise ExportError(f"--finetune-metrics {path} is not a metrics.json written by hf-pretrain finetune.")
+    announce(f"fine-tuning results from {path} go into the card")
+    return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------------------------------- push

@@ -197,8 +197,11 @@ class SelfAttention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None,
         attention_mask: torch.Tensor | None,
         output_attentions: bool = False,
+        select: torch.Tensor | None = None,
         **attention_kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`select` (B, L) bool: return only those positions' outputs, (N, C) — every position still serves as
+        a key and value, but the output projection runs on the selected rows only."""
         batch, length, _ = hidden_states.shape
         # (B, L, 3C) -> 3 x (B, H, L, D)
         qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
@@ -223,6 +226,8 @@ class SelfAttention(nn.Module):
             **attention_kwargs,
         )
         output = output.reshape(batch, length, -1)  # (B, L, H, D) -> (B, L, C)
+        if select is not None:
+            output = output[select]  # (N, C)
         return self.o_proj(output), weights
 
 
@@ -268,11 +273,15 @@ class EncoderLayer(GradientCheckpointingLayer):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        select: torch.Tensor | None = None,
         **attention_kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`select` (B, L) bool: compute the block's output only at those positions, returned as (N, C)."""
         attended, weights = self.attn(
-            self.attn_norm(hidden_states), rotary, attention_mask, output_attentions, **attention_kwargs
+            self.attn_norm(hidden_states), rotary, attention_mask, output_attentions, select=select, **attention_kwargs
         )
+        if select is not None:
+            hidden_states = hidden_states[select]  # (N, C)
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
         return hidden_states, weights

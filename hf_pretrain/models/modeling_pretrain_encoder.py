@@ -136,6 +136,7 @@ class PretrainEncoderModel(PretrainEncoderPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         """
@@ -144,6 +145,9 @@ class PretrainEncoderModel(PretrainEncoderPreTrainedModel):
             attention_mask (B, L): 1 for real tokens, 0 for padding. None means no padding.
             position_ids (B, L): positions; when they restart at 0 inside a row (packed documents) and
                 `config.attention_within_documents` is set, attention stays inside each document.
+            output_positions (B, L) bool: only these positions' final states are wanted (the masked tokens of
+                sparse MLM). The last block then runs its output projection and MLP on those rows only, and
+                `last_hidden_state` is (N, C) in row-major order. Not combinable with hidden states/attentions.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -169,13 +173,19 @@ class PretrainEncoderModel(PretrainEncoderPreTrainedModel):
         mask, attention_kwargs = build_encoder_attention(self.config, hidden_states, attention_mask, document_ids)
         rotary = self.rotary(position_ids, hidden_states.dtype) if self.rotary is not None else None
 
+        if output_positions is not None and (output_hidden_states or output_attentions):
+            raise ValueError("output_positions cannot be combined with output_hidden_states or output_attentions.")
         all_hidden_states = [] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
+            # The last block's outputs are only needed where predictions are made: skipping the rest saves its
+            # output projection and MLP on ~85% of the tokens at 15% masking (a ~15% cheaper step at 4 layers).
+            select = output_positions if index == last else None
             hidden_states, weights = layer(
-                hidden_states, rotary, mask, output_attentions=output_attentions, **attention_kwargs
+                hidden_states, rotary, mask, output_attentions=output_attentions, select=select, **attention_kwargs
             )
             if output_attentions:
                 all_attentions.append(weights)
@@ -248,6 +258,11 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
         """`labels` (B, L): target ids at masked positions, -100 elsewhere. Extra kwargs (Trainer's
         `num_items_in_batch`) go to the loss, so gradient accumulation averages over all masked tokens."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        sparse = labels is not None and self.config.sparse_prediction
+        selected = labels != -100 if sparse else None  # (B, L)
+        # Without hidden states or attentions to return, the encoder computes its last block only where needed.
+        skip_unused = sparse and not (output_hidden_states or output_attentions or self.config.output_hidden_states
+                                      or self.config.output_attentions)
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
@@ -256,11 +271,12 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            output_positions=selected if skip_unused else None,
         )
-        hidden_states = outputs.last_hidden_state  # (B, L, C)
-        if labels is not None and self.config.sparse_prediction:
-            selected = labels != -100  # (B, L)
-            hidden_states = hidden_states[selected]  # (N, C)
+        hidden_states = outputs.last_hidden_state  # (B, L, C), or (N, C) when skip_unused
+        if sparse:
+            if not skip_unused:
+                hidden_states = hidden_states[selected]  # (N, C)
             labels = labels[selected]  # (N,)
         logits = self.decoder(self.head(hidden_states))  # (N, V) sparse, (B, L, V) dense
 

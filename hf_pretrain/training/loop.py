@@ -360,6 +360,7 @@ class Pretraining:
             "final_dir": str(final_dir),
             "run_dir": str(self.run_dir),
             "mfu_peak": f"{self.peak:.3f} TFLOP/s ({self.peak_source})",
+            "hardware": describe_hardware(self.accelerator),
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(result, indent=2))
@@ -367,6 +368,14 @@ class Pretraining:
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
+def describe_hardware(accelerator) -> str:
+    """E.g. "1 x NVIDIA H100 80GB HBM3, bf16" or "2 CPU threads x 1 process, fp32"."""
+    precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+    if accelerator.device.type == "cuda":
+        return f"{accelerator.num_processes} x {torch.cuda.get_device_name(accelerator.device)}, {precision}"
+    return f"{torch.get_num_threads()} CPU threads x {accelerator.num_processes} process(es), {precision}"
+
+
 def total_grad_norm(model: torch.nn.Module) -> torch.Tensor:
     norms = [p.grad.detach().norm(2) for p in model.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())

@@ -253,11 +253,16 @@ class MaskedLMObjective:
         body, head = self._linear_params
         tokens = sum(self.count_tokens(b) for b in micro_batches)
         predicted = sum(int(self.count_items(b)) for b in micro_batches)
-        if not getattr(config, "sparse_prediction", False):
-            predicted = tokens  # dense heads project every position
-        return encoder_step_flops(
-            body, head, config.num_hidden_layers, config.hidden_size, tokens, self.sequence_length, predicted
+        flops = encoder_step_flops(
+            body, head, config.num_hidden_layers, config.hidden_size, tokens, self.sequence_length,
+            predicted if getattr(config, "sparse_prediction", False) else tokens,  # dense heads project every position
         )
+        if getattr(config, "sparse_prediction", False) and hasattr(model, "model") and hasattr(model.model, "layers"):
+            # Our last block runs its output projection and MLP on the predicted rows only (not counted as done).
+            last = model.model.layers[-1]
+            skipped_params = linear_parameters(last.mlp) + last.attn.o_proj.weight.numel()
+            flops -= 6 * skipped_params * (tokens - predicted)
+        return flops
 
 
 # ----------------------------------------------------------------------------------------------- autoencoder

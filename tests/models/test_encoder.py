@@ -488,3 +488,15 @@ def test_deepcopy_and_train_eval_modes_do_not_change_outputs_without_dropout():
     clone = copy.deepcopy(model).train()
     ids = random_ids(1, 6)
     torch.testing.assert_close(model(ids).logits, clone(ids).logits)
+
+
+def test_output_positions_compute_the_same_final_states_at_those_positions_only():
+    model = make_model(PretrainEncoderModel)
+    ids = random_ids(2, 10)
+    positions = masked_labels(ids, rate=0.3) != -100
+    full = model(ids).last_hidden_state
+    selected = model(ids, output_positions=positions).last_hidden_state
+    assert selected.shape == (int(positions.sum()), 32)
+    torch.testing.assert_close(selected, full[positions], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="output_positions cannot be combined"):
+        model(ids, output_positions=positions, output_hidden_states=True)

@@ -1,0 +1,308 @@
+"""Fine-tuning (hf_pretrain.finetune and `hf-pretrain finetune`) and the metric modules shipped for it.
+
+Models are tiny (hidden 32, 2 layers) and randomly initialized, data synthetic and easy: the tests check that the
+pipeline trains, scores offline and writes what it promises, and that easy signal is learned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_hub are imported
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "hub"))  # the shared tiny-model helpers live with the hub tests
+import tiny_models  # noqa: E402
+
+from hf_pretrain.cli_transfer import main as transfer_main  # noqa: E402
+from hf_pretrain.finetune import finetune, finetune_recipe_from_dict, load_finetune_recipe  # noqa: E402
+from hf_pretrain.metrics import load_metric  # noqa: E402
+from hf_pretrain.recipe import RecipeError  # noqa: E402
+
+QUIET = ["output.progress_bar=false", "train.logging_steps=1000"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return tiny_models.save_encoder(tmp_path_factory.mktemp("encoder"))
+
+
+@pytest.fixture(scope="module")
+def sentiment_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sentiment")
+    return (tiny_models.write_jsonl(folder / "train.jsonl", tiny_models.sentiment_rows(240, seed=1)),
+            tiny_models.write_jsonl(folder / "test.jsonl", tiny_models.sentiment_rows(60, seed=2)))
+
+
+def read_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def safetensors_state(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+# --------------------------------------------------------------------------------------------------- recipes
+def test_shipped_recipes_load_and_validate():
+    for name in ("finetune-classification", "finetune-ner", "finetune-sst2", "finetune-mrpc"):
+        recipe = load_finetune_recipe(name, ["model=some/model", "data.train_files=x.jsonl"])
+        assert recipe.model == "some/model"
+    assert load_finetune_recipe("finetune-mrpc").data.text_pair_column == "sentence2"
+    assert load_finetune_recipe("finetune-ner", ["data.train_files=x.jsonl"]).task == "token-classification"
+
+
+def test_recipe_errors_name_key_value_and_allowed():
+    with pytest.raises(RecipeError, match=r"unknown key 'train.epoch'.*did you mean 'train.epochs'.*Allowed in train: seed, lr"):
+        finetune_recipe_from_dict({"train": {"epoch": 3}})
+    with pytest.raises(RecipeError, match=r"task='ner' is not allowed; choose one of 'classification'"):
+        finetune_recipe_from_dict({"task": "ner"})
+    with pytest.raises(RecipeError, match=r"unknown key 'lora.target_module'.*did you mean 'lora.target_modules'"):
+        finetune_recipe_from_dict({"lora": {"target_module": ["o_proj"]}})
+    with pytest.raises(RecipeError, match="choose one of the two"):
+        finetune_recipe_from_dict({"lora": {}, "freeze_encoder": True})
+    with pytest.raises(RecipeError, match="metric_for_best_model='bleu'"):
+        finetune_recipe_from_dict({"train": {"metric_for_best_model": "bleu"}})
+    with pytest.raises(RecipeError, match="needs data.train_files"):
+        finetune_recipe_from_dict({"data": {"source": "files"}})
+    assert finetune_recipe_from_dict({"lora": {}}).lora.target_modules == ["qkv_proj", "o_proj", "up_proj", "down_proj"]
+    assert finetune_recipe_from_dict({"lora": None}).lora is None
+
+
+def test_cli_without_model_fails_with_a_clear_message(capsys):
+    assert transfer_main(["finetune", "finetune-classification"]) == 2
+    assert "model is not set" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------- training
+def test_cli_pair_classification_with_compare_scratch(encoder_dir, tmp_path):
+    """The MRPC recipe's code path on local files of the same format, pretrained vs scratch, names kept."""
+    train = tiny_models.write_jsonl(tmp_path / "train.jsonl", tiny_models.pair_rows(160, seed=1))
+    dev = tiny_models.write_jsonl(tmp_path / "dev.jsonl", tiny_models.pair_rows(40, seed=2))
+    out = tmp_path / "out"
+    code = transfer_main([
+        "finetune", "finetune-mrpc", f"model={encoder_dir}", "data.source=files", f"data.train_files={train}",
+        f"data.validation_files={dev}", f"output.dir={out}", "train.epochs=2", "train.batch_size=16", *QUIET,
+        "--compare-scratch",
+    ])
+    assert code == 0
+    metrics = read_metrics(out)
+    assert set(metrics["runs"]) == {"pretrained", "scratch"}
+    for run in metrics["runs"].values():
+        assert {"accuracy", "f1", "precision", "recall", "loss"} <= set(run["validation"])
+        assert 0.0 <= run["validation"]["accuracy"] <= 1.0
+    assert metrics["label_names"] == ["not_equivalent", "equivalent"]
+    from transformers import AutoModelForSequenceClassification
+
+    for folder in (out / "model", out / "scratch" / "model"):
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+        assert model.config.id2label == {0: "not_equivalent", 1: "equivalent"}
+    assert not (out / "checkpoints").exists()  # the best model was kept as out/model; checkpoints cleaned up
+
+
+def test_single_label_classification_learns_an_easy_task(encoder_dir, sentiment_files, tmp_path):
+    """String labels, held-out validation carved from train, a test split scored at the end."""
+    train, test = sentiment_files
+    out = tmp_path / "out"
+    result = finetune("finetune-classification", [
+        f"model={encoder_dir}", "data.source=files", f"data.train_files={train}", f"data.test_files={test}",
+        f"output.dir={out}", "train.epochs=4", "train.batch_size=16", "train.lr=2e-3", *QUIET,
+    ])
+    assert result["label_names"] == ["negative", "positive"]
+    assert result["problem_type"] == "single_label_classification"
+    # One word decides the label: far above the 50% of chance after ~50 steps.
+    assert result["runs"]["pretrained"]["test"]["accuracy"] >= 0.8, result["runs"]["pretrained"]
+    assert read_metrics(out)["runs"]["pretrained"]["test"] == result["runs"]["pretrained"]["test"]
+
+
+def test_ner_through_the_cli_reports_entity_level_scores(encoder_dir, tmp_path):
+    train = tiny_models.write_jsonl(tmp_path / "train.jsonl", tiny_models.ner_rows(240, seed=1))
+    test = tiny_models.write_jsonl(tmp_path / "test.jsonl", tiny_models.ner_rows(60, seed=2))
+    out = tmp_path / "out"
+    code = transfer_main([
+        "finetune", "finetune-ner", f"model={encoder_dir}", f"data.train_files={train}", f"data.test_files={test}",
+        f"output.dir={out}", "train.epochs=8", "train.batch_size=16", "train.lr=3e-3",
+        "train.early_stopping_patience=null", *QUIET,
+    ])
+    assert code == 0
+    metrics = read_metrics(out)
+    assert metrics["label_names"] == ["O", "B-LOC", "B-PER", "I-PER"]
+    test_scores = metrics["runs"]["pretrained"]["test"]
+    assert {"precision", "recall", "f1", "accuracy"} <= set(test_scores)
+    # Entities are whole known words: the model learns them from their embeddings.
+    assert test_scores["f1"] >= 0.6, test_scores
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(out / "model", trust_remote_code=True)
+    assert model.config.id2label[2] == "B-PER"
+
+
+def test_multi_label_and_regression_problem_types(encoder_dir, tmp_path):
+    rows = tiny_models.sentiment_rows(80, seed=3)
+    multi = [{"text": r["text"], "label": [r["label"]] + (["long"] if len(r["text"].split()) > 6 else [])} for r in rows]
+    regression = [{"text": r["text"], "label": len(r["text"].split()) / 10} for r in rows]
+    expectations = {
+        "multi": (multi, "multi_label_classification", {"accuracy", "f1"}),
+        "regression": (regression, "regression", {"mse", "mae", "pearson", "spearman"}),
+    }
+    for name, (data, problem_type, keys) in expectations.items():
+        path = tiny_models.write_jsonl(tmp_path / f"{name}.jsonl", data)
+        result = finetune("finetune-classification", [
+            f"model={encoder_dir}", "data.source=files", f"data.train_files={path}", f"output.dir={tmp_path / name}",
+            "train.epochs=1", "train.batch_size=16", *QUIET,
+        ])
+        assert result["problem_type"] == problem_type
+        assert keys <= set(result["runs"]["pretrained"]["validation"])
+    assert result["main_metric"] == "mse"  # regression: lower is better, chosen automatically
+
+
+def test_freeze_encoder_trains_only_the_head(encoder_dir, sentiment_files, tmp_path):
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    result = finetune("finetune-classification", [
+        f"model={encoder_dir}", "data.source=files", f"data.train_files={train}", f"output.dir={out}",
+        "freeze_encoder=true", "train.epochs=1", "train.batch_size=32", *QUIET,
+    ])
+    run = result["runs"]["pretrained"]
+    assert run["trainable_parameters"] < run["parameters"]
+    before, after = safetensors_state(encoder_dir), safetensors_state(out / "model")
+    shared = [k for k in after if k.startswith("model.")]
+    assert shared and all(torch.equal(before[k], after[k]) for k in shared)
+    assert not torch.equal(after["classifier.weight"], torch.zeros_like(after["classifier.weight"]))
+
+
+def test_lora_trains_adapters_and_saves_a_merged_model(encoder_dir, sentiment_files, tmp_path):
+    pytest.importorskip("peft")
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    code = transfer_main([
+        "finetune", "finetune-classification", f"model={encoder_dir}", "data.source=files",
+        f"data.train_files={train}", f"output.dir={out}", "train.max_steps=6", "train.eval_every=3",
+        "train.batch_size=16", "train.lr=1e-2", "lora.r=4", *QUIET,
+    ])
+    assert code == 0
+    run = read_metrics(out)["runs"]["pretrained"]
+    assert run["trainable_parameters"] < run["parameters"] / 2  # adapters + head, not the whole encoder
+    before, after = safetensors_state(encoder_dir), safetensors_state(out / "model")
+    assert not any("lora" in key for key in after)  # merged: a plain checkpoint, loadable without peft
+    name = "model.layers.0.attn.qkv_proj.weight"
+    assert name in after, sorted(after)[:8]
+    assert not torch.equal(before[name], after[name])  # the adapters' update was merged into the weight
+    assert torch.equal(before["model.embeddings.tok_embeddings.weight"], after["model.embeddings.tok_embeddings.weight"])
+
+
+def test_denoising_autoencoder_is_fine_tuned_through_its_encoder(tmp_path, sentiment_files):
+    dae_dir = tiny_models.save_dae(tmp_path / "dae")
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    finetune("finetune-classification", [
+        f"model={dae_dir}", "data.source=files", f"data.train_files={train}", f"output.dir={out}",
+        "train.max_steps=2", "train.eval_every=2", *QUIET,
+    ])
+    assert json.loads((out / "encoder" / "config.json").read_text())["model_type"] == "hf_pretrain_encoder"
+    assert json.loads((out / "model" / "config.json").read_text())["architectures"] == [
+        "PretrainEncoderForSequenceClassification"
+    ]
+
+
+def test_builtin_task_is_the_default_data(encoder_dir, tmp_path):
+    result = finetune("finetune-classification", [
+        f"model={encoder_dir}", f"output.dir={tmp_path / 'out'}", "data.max_train_examples=64",
+        "data.max_eval_examples=32", "train.max_steps=2", "train.eval_every=2", *QUIET,
+    ])
+    assert len(result["label_names"]) == 8 and "asyncio" in result["label_names"]
+    assert "test" in result["runs"]["pretrained"]
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+def test_classification_metrics_match_hand_computed_values():
+    predictions, references = [0, 1, 1, 2, 2, 0], [0, 1, 0, 2, 1, 0]
+    assert load_metric("accuracy").compute(predictions=predictions, references=references)["accuracy"] == pytest.approx(4 / 6)
+    # per class (tp, fp, fn): 0 -> (2, 0, 1), 1 -> (1, 1, 1), 2 -> (1, 1, 0)
+    f1_per_class = [4 / 5, 2 / 4, 2 / 3]
+    f1 = load_metric("f1")
+    assert f1.compute(predictions=predictions, references=references)["f1"] == pytest.approx(sum(f1_per_class) / 3)
+    assert f1.compute(predictions=predictions, references=references, average="micro")["f1"] == pytest.approx(4 / 6)
+    scores = load_metric("precision_recall").compute(predictions=predictions, references=references)
+    assert scores["precision"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)
+    assert scores["recall"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    multi = load_metric("accuracy", "multilabel").compute(predictions=[[1, 0], [1, 1]], references=[[1, 0], [0, 1]])
+    assert multi["accuracy"] == pytest.approx(0.5)
+
+
+def test_classification_metrics_agree_with_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    predictions, references = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    for average in ("macro", "micro", "weighted"):
+        ours = load_metric("f1").compute(predictions=predictions, references=references, average=average)["f1"]
+        assert ours == pytest.approx(sklearn_metrics.f1_score(references, predictions, average=average))
+    ours = load_metric("precision_recall").compute(predictions=predictions, references=references, average="weighted")
+    assert ours["recall"] == pytest.approx(sklearn_metrics.recall_score(references, predictions, average="weighted"))
+
+
+def test_seqeval_counts_whole_entities_only():
+    seqeval = load_metric("seqeval")
+    references = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-PER", "O"]]
+    predictions = [["B-PER", "O", "O", "B-LOC"], ["O", "I-PER", "O"]]  # PER cut short; I-PER opens an entity
+    scores = seqeval.compute(predictions=predictions, references=references)
+    # predicted entities: PER(0,0) wrong, LOC(3,3) right, PER(1,1) right -> precision 2/3, recall 2/3
+    assert scores["overall_precision"] == pytest.approx(2 / 3)
+    assert scores["overall_recall"] == pytest.approx(2 / 3)
+    assert scores["LOC"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "number": 1}
+    assert scores["PER"]["number"] == 2 and scores["PER"]["precision"] == pytest.approx(0.5)
+    assert scores["overall_accuracy"] == pytest.approx(5 / 7)
+    with pytest.raises(ValueError, match="'X-PER' is not a BIO tag"):
+        seqeval.compute(predictions=[["X-PER"]], references=[["O"]])
+
+
+def test_regression_metric():
+    scores = load_metric("regression").compute(predictions=[1.0, 2.0, 3.0, 4.0], references=[2.0, 2.0, 4.0, 5.0])
+    assert scores["mse"] == pytest.approx(0.75)
+    assert scores["mae"] == pytest.approx(0.75)
+    assert scores["spearman"] == pytest.approx(0.9486832980505138)
+
+
+def test_any_transformers_checkpoint_fine_tunes_with_its_own_inputs(tmp_path, sentiment_files):
+    """A built-in transformers architecture (BERT) goes through the same path; its token_type_ids are kept
+    because its forward takes them, and LoRA names that do not exist in it are refused clearly."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = tiny_models.make_tokenizer()
+    folder = tmp_path / "bert"
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    train, _ = sentiment_files
+    common = [f"model={folder}", "data.source=files", f"data.train_files={train}", "train.max_steps=2",
+              "train.eval_every=2", *QUIET]
+    result = finetune("finetune-classification", [*common, f"output.dir={tmp_path / 'out'}"])
+    assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["model_type"] == "bert"
+    assert result["runs"]["pretrained"]["steps"] == 2
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_pretrain.finetune import model_input_names
+
+    bert = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    ours = AutoModelForSequenceClassification.from_config(tiny_models.encoder_config(tokenizer))
+    assert "token_type_ids" in model_input_names(bert) and "token_type_ids" not in model_input_names(ours)
+    pytest.importorskip("peft")
+    with pytest.raises(RecipeError, match="lora.target_modules names 'qkv_proj', which this model does not have"):
+        finetune("finetune-classification", [*common, f"output.dir={tmp_path / 'lora'}", "lora={}"])
