@@ -207,6 +207,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
         raise RecipeError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}.")
+    if "task" in data and "objective" not in data:
+        raise RecipeError(f"recipe {name_or_path!r} is a fine-tuning recipe (it has 'task:'); run it with "
+                          f"`hf-pretrain finetune {name_or_path}`.")
     for override in overrides:
         apply_override(data, *parse_override(override))
     return recipe_from_dict(data)

@@ -10,9 +10,19 @@ from hf_pretrain.recipe import RecipeError, load_recipe, recipe_from_dict, shipp
 def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_it():
     from importlib import resources
 
+    from hf_pretrain.finetune import load_finetune_recipe
+
     names = shipped_recipe_names()
-    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue"} <= set(names)
+    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue", "dae-sentence", "dae-bart"} <= set(names)
+    assert {"finetune-classification", "finetune-ner"} <= set(names)
     for name in names:
+        if name.startswith("finetune-"):
+            needs_files = name == "finetune-ner"  # no built-in NER data: the user names the files
+            overrides = ["data.train_files=train.jsonl"] if needs_files else []
+            assert load_finetune_recipe(name, overrides).task in ("classification", "token-classification")
+            with pytest.raises(RecipeError, match="is a fine-tuning recipe"):
+                load_recipe(name)
+            continue
         recipe = load_recipe(name)
         text = (resources.files("hf_pretrain") / "recipes" / f"{name}.yaml").read_text()
         assert text.startswith(f"# {name}:"), name
