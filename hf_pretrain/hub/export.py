@@ -61,6 +61,11 @@ def save_model(final: Path, out: Path, model_type: str, encoder_only: bool) -> N
     model.save_pretrained(out)
     if getattr(model, "can_generate", lambda: False)() and not (out / "generation_config.json").is_file():
         model.generation_config.save_pretrained(out)
+    if model_type == "hf_pretrain_dae" and getattr(model.config, "bottleneck", None) == "pooled":
+        from .retrieval import write_sentence_transformers_config
+
+        # The pooled sentence vector is the point of a TSDAE-style model: make it load in sentence-transformers.
+        write_sentence_transformers_config(out, model.config.pooling)
 
 
 def copy_tokenizer(final: Path, out: Path) -> None:
