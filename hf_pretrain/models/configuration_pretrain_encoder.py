@@ -69,8 +69,9 @@ class PretrainEncoderConfig(PreTrainedConfig):
         hidden_dropout (`float`, defaults to 0.0): dropout on embeddings, MLP and residual branches.
         attention_dropout (`float`, defaults to 0.0): dropout on attention probabilities.
         classifier_dropout (`float`, defaults to 0.0): dropout before classification layers.
-        classifier_pooling (`str`, defaults to `"cls"`): how sequence classification pools: `"cls"` (first
-            token) or `"mean"` (mean over non-padding tokens).
+        classifier_pooling (`str`, defaults to `"mean"`): how sequence classification pools: `"mean"` (mean
+            over non-padding tokens) or `"cls"` (first token). Mean by default: masked-LM pretraining never makes
+            [CLS] a target, so after pretraining only the token states carry what was learned.
         initializer_range (`float`, defaults to 0.02): std of the truncated-normal weight initialization.
         attention_within_documents (`bool`, defaults to `True`): when `position_ids` restart at 0 inside a row
             (packed documents), every token attends only to tokens of its own document.
@@ -101,7 +102,7 @@ class PretrainEncoderConfig(PreTrainedConfig):
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     classifier_dropout: float = 0.0
-    classifier_pooling: Literal["cls", "mean"] = "cls"
+    classifier_pooling: Literal["cls", "mean"] = "mean"
     initializer_range: float = 0.02
     attention_within_documents: bool = True
     sparse_prediction: bool = True

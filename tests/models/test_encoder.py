@@ -78,9 +78,9 @@ def gradients(model) -> dict[str, torch.Tensor]:
         {},
         {"norm_type": "rmsnorm", "mlp_type": "plain", "hidden_act": "gelu"},
         {"position_embedding_type": "absolute", "attention_bias": True, "mlp_bias": True, "norm_bias": True},
-        {"hidden_act": "silu", "embedding_norm": False, "classifier_pooling": "mean"},
+        {"hidden_act": "silu", "embedding_norm": False, "classifier_pooling": "cls"},
     ],
-    ids=["default", "rmsnorm-plain", "absolute-biases", "swiglu-mean"],
+    ids=["default", "rmsnorm-plain", "absolute-biases", "swiglu-cls"],
 )
 def test_every_head_has_the_documented_shapes_and_dtypes(variant):
     ids = random_ids(2, 10)
