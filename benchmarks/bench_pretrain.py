@@ -383,7 +383,7 @@ def finetune_all(args, work: Path, results: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def print_tables(args, results: dict, evals: dict, ours_no_pos: dict | None, tunes: dict | None) -> None:
+def print_pretraining_table(args, results: dict, evals: dict, ours_no_pos: dict | None) -> None:
     print()
     print(f"== Pretraining, {args.minutes:g} min wall-clock each, batch {BATCH} x {BLOCK} tokens; "
           f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
@@ -422,6 +422,9 @@ def print_tables(args, results: dict, evals: dict, ours_no_pos: dict | None, tun
               f"{ours['tokens_per_s'] / r['tokens_per_s']:.2f} ({verdict_speed}); per-step tokens/s x"
               f"{ours['median_step_tokens_per_s'] / r['median_step_tokens_per_s']:.2f}; params x"
               f"{ours['params'] / r['params']:.3f}")
+
+
+def print_finetune_table(args, results: dict, tunes: dict | None) -> None:
     if tunes:
         print()
         print(f"== Fine-tuning on the built-in task (8 classes), identical settings for all: hf_pretrain.finetune, "
@@ -466,13 +469,20 @@ def main(argv=None):
             model = AutoModelForMaskedLM.from_pretrained(results[name]["final_dir"])
             evals[name] = masked_lm_eval(model, batches, with_position_ids=False)
 
+    # printed (and saved) before fine-tuning, so a fine-tuning failure never loses the pretraining numbers
+    print_pretraining_table(args, results, evals, ours_no_pos)
+    save_json(args, results, evals, ours_no_pos, None)
     tunes = None
     if args.finetune:
-        print("fine-tuning every pretrained model and its architecture from scratch", flush=True)
+        print("\nfine-tuning every pretrained model and its architecture from scratch", flush=True)
         tunes = finetune_all(args, work, results)
-
-    print_tables(args, results, evals, ours_no_pos, tunes)
+        print_pretraining_table(args, results, evals, ours_no_pos)
+        print_finetune_table(args, results, tunes)
+        save_json(args, results, evals, ours_no_pos, tunes)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; load average now {os.getloadavg()[0]:.2f}")
+
+
+def save_json(args, results, evals, ours_no_pos, tunes) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"args": vars(args), "pretraining": results, "eval": evals, "eval_ours_without_position_ids": ours_no_pos,
