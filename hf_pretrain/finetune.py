@@ -42,6 +42,7 @@ import yaml
 
 from .recipe import (
     RecipeError,
+    SerializableRecipe,
     apply_override,
     build_section,
     choice,
@@ -127,7 +128,7 @@ class FinetuneOutputSection:
 
 
 @dataclass
-class FinetuneRecipe:
+class FinetuneRecipe(SerializableRecipe):
     task: str = choice("classification", *TASKS)
     model: str | None = None  # a model folder, a run folder, a DAE folder or a Hub id
     tokenizer: str | None = None  # default: the model's own
@@ -140,12 +141,6 @@ class FinetuneRecipe:
     data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
     train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
     output: FinetuneOutputSection = field(default_factory=FinetuneOutputSection)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def load_finetune_recipe(name_or_path: str, overrides=()) -> FinetuneRecipe:

@@ -136,8 +136,19 @@ class OutputSection:
     progress_bar: bool = True
 
 
+class SerializableRecipe:
+    """to_dict / to_yaml for the recipe dataclasses (pretraining and fine-tuning): the resolved recipe a run
+    writes next to its outputs."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 @dataclass
-class Recipe:
+class Recipe(SerializableRecipe):
     objective: str = choice("mlm", "mlm", "dae")
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
@@ -146,12 +157,6 @@ class Recipe:
     noise: NoiseSection = field(default_factory=NoiseSection)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputSection = field(default_factory=OutputSection)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -157,6 +157,11 @@ class Pretraining:
         # DDP averages gradients over ranks; undo that so the gradient is the global token mean.
         return outputs.loss * self.accelerator.num_processes
 
+    @property
+    def raw_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimizer inside Accelerate's wrapper (its state is what checkpoints hold)."""
+        return getattr(self.optimizer, "optimizer", self.optimizer)
+
     def reseed_dropout(self, micro_step: int) -> None:
         seed = (self.recipe.train.seed * 1_000_003 + micro_step) * 64 + self.accelerator.process_index
         torch.manual_seed(seed % (2**63))
@@ -167,7 +172,7 @@ class Pretraining:
             return
         self.state = load_trainer_state(found)
         load_model_weights(self.accelerator.unwrap_model(self.model), found)
-        optimizer_from_files(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer, found)
+        optimizer_from_files(self.raw_optimizer, found)
         if self.is_main:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
         self.announce(f"resumed from {found} (step {self.state.step}, epoch {self.state.epoch})")
@@ -196,7 +201,7 @@ class Pretraining:
                 self.run_dir,
                 self.accelerator.unwrap_model(self.model),
                 self.objective.tokenizer,
-                self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+                self.raw_optimizer,
                 self.state,
                 keep_last=self.recipe.train.keep_last,
             )

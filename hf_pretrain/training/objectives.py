@@ -109,6 +109,19 @@ def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, coun
     return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
 
 
+def prepare_splits(prepare, train_texts, eval_texts, tokenizer, accelerator, announce, **settings):
+    """Run a data-preparation function (packing or short documents) on both splits and report each; rank 0
+    goes first and caches, the other ranks then load the cache. Returns (train, validation) datasets."""
+    with accelerator.main_process_first():
+        prepared = {
+            split: prepare(texts, tokenizer, **settings)
+            for split, texts in (("train", train_texts), ("validation", eval_texts))
+        }
+    for split, result in prepared.items():
+        announce(f"{split}: {result.report.summary()}")
+    return prepared["train"].dataset, prepared["validation"].dataset
+
+
 def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, objective: str, announce):
     """Load the recipe's tokenizer, reuse the run's own (on resume), or train one on the training text."""
     from ..data.tokenizer import load_tokenizer, train_tokenizer
@@ -175,20 +188,10 @@ class MaskedLMObjective:
     def pack_in_memory(self, recipe, train_texts, eval_texts, word_starts, accelerator, announce):
         from ..data.packing import pack_dataset
 
-        with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others load the cache
-            packed = {
-                split: pack_dataset(
-                    texts,
-                    self.tokenizer,
-                    block_size=recipe.data.block_size,
-                    num_proc=recipe.data.num_proc,
-                    with_word_starts=word_starts,
-                )
-                for split, texts in (("train", train_texts), ("validation", eval_texts))
-            }
-        for split, result in packed.items():
-            announce(f"{split}: {result.report.summary()}")
-        return packed["train"].dataset, packed["validation"].dataset
+        return prepare_splits(
+            pack_dataset, train_texts, eval_texts, self.tokenizer, accelerator, announce,
+            block_size=recipe.data.block_size, num_proc=recipe.data.num_proc, with_word_starts=word_starts,
+        )
 
     def build_model(self, config_class):
         from transformers import AutoModelForMaskedLM
@@ -284,20 +287,10 @@ class DenoisingObjective:
         train_texts, eval_texts = load_text_splits(recipe, announce)
         self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "dae", announce)
         needs_words = noise.word_delete_rate > 0
-        with accelerator.main_process_first():
-            prepared = {
-                split: prepare_documents(
-                    texts,
-                    self.tokenizer,
-                    max_length=recipe.data.block_size,
-                    num_proc=recipe.data.num_proc,
-                    with_word_starts=needs_words,
-                )
-                for split, texts in (("train", train_texts), ("validation", eval_texts))
-            }
-        for split, result in prepared.items():
-            announce(f"{split}: {result.report.summary()}")
-        self.train_dataset, self.eval_dataset = prepared["train"].dataset, prepared["validation"].dataset
+        self.train_dataset, self.eval_dataset = prepare_splits(
+            prepare_documents, train_texts, eval_texts, self.tokenizer, accelerator, announce,
+            max_length=recipe.data.block_size, num_proc=recipe.data.num_proc, with_word_starts=needs_words,
+        )
         # Documents of similar length share a batch, so the padding (wasted FLOPs) stays small.
         self.train_batch_sampler = LengthBucketBatchSampler(
             self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
