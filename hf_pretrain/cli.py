@@ -58,6 +58,8 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     from .data.tokenizer import train_tokenizer
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.objective == "dae-features":
+        raise SystemExit("objective=dae-features reads float vectors, not text: it has no tokenizer to train.")
     out = Path(args.out or Path(recipe.output.dir) / "tokenizer")
     if recipe.tokenizer.path:
         raise SystemExit(f"tokenizer.path={recipe.tokenizer.path!r} is set: the recipe reuses a tokenizer; unset it to train one.")
@@ -135,7 +137,9 @@ def print_summary(result: dict) -> None:
         f"steps {result['steps']}, tokens {result['tokens']:,}, {result['minutes']:.1f} min"
         + (f", {result['skipped_steps']} skipped (non-finite)" if result["skipped_steps"] else ""),
     ]
-    if before and after:
+    if before and after and result.get("objective") == "dae-features":
+        lines.append(f"eval reconstruction MSE {before['loss']:.4f} -> {after['loss']:.4f}")
+    elif before and after:
         lines.append(f"eval loss {before['loss']:.3f} -> {after['loss']:.3f}   "
                      f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")
         if result.get("objective") == "dae":

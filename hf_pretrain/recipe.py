@@ -94,6 +94,25 @@ class NoiseSection:
     permute_sentences: float = ranged(0.0, low=0.0, high=1.0)
     rotate_rate: float = ranged(0.0, low=0.0, high=1.0)
     insert_rate: float = ranged(0.0, low=0.0, high=1.0)
+    # Decoder-side word dropout during training (keeps a pooled bottleneck from being ignored; see noising.py).
+    decoder_mask_rate: float = ranged(0.0, low=0.0, high=0.99)
+
+
+@dataclass
+class FeaturesSection:
+    """Float feature vectors (objective: dae-features) and their noise, as in `hf_pretrain.data.features` and
+    `hf_pretrain.data.noising.FeatureNoiseCollator`. Each vector of D values is read as `feature_tokens` tokens of
+    D / feature_tokens values (an 8x8 digit: 8 rows of 8 pixels)."""
+
+    source: str = choice("digits", "digits", "files")  # digits: scikit-learn's load_digits, scaled to [0, 1]
+    train_files: list = field(default_factory=list)  # paths or globs: .npy (N, D), or csv/parquet/jsonl rows
+    validation_files: list = field(default_factory=list)  # else validation_fraction of the training rows
+    format: str = choice("auto", "auto", "npy", "csv", "parquet", "jsonl")
+    columns: list = field(default_factory=list)  # csv/parquet/jsonl feature columns; default: every numeric one
+    validation_fraction: float = ranged(0.1, low=0.0, high=0.5)
+    feature_tokens: int = ranged(8, low=1)
+    gaussian_std: float = ranged(0.1, low=0.0)  # noise added to every value
+    mask_rate: float = ranged(0.25, low=0.0, high=0.99)  # share of values set to 0
 
 
 @dataclass
@@ -149,12 +168,13 @@ class SerializableRecipe:
 
 @dataclass
 class Recipe(SerializableRecipe):
-    objective: str = choice("mlm", "mlm", "dae")
+    objective: str = choice("mlm", "mlm", "dae", "dae-features")
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)
     masking: MaskingSection = field(default_factory=MaskingSection)
     noise: NoiseSection = field(default_factory=NoiseSection)
+    features: FeaturesSection = field(default_factory=FeaturesSection)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -325,3 +345,44 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError("data.source='hub' needs data.hub_dataset (a Hub dataset id).")
     if train.warmup >= 1 and train.warmup != int(train.warmup):
         raise RecipeError(f"train.warmup={train.warmup} is not allowed; use a fraction < 1 or a whole number of steps.")
+    check_sections_fit_objective(recipe)
+
+
+def changed_keys(section, prefix: str) -> list[str]:
+    """`prefix.key=value` for every key of a section that differs from its default."""
+    default = type(section)()
+    return [f"{prefix}.{f.name}={getattr(section, f.name)!r}" for f in dataclasses.fields(section)
+            if getattr(section, f.name) != getattr(default, f.name)]
+
+
+def check_sections_fit_objective(recipe: Recipe) -> None:
+    """A section the objective does not read must stay at its defaults: a setting that would be silently ignored
+    is an error naming it."""
+    features = recipe.features
+    if recipe.objective != "dae-features":
+        changed = changed_keys(features, "features")
+        if changed:
+            raise RecipeError(
+                f"{', '.join(changed)}: the features section is for objective 'dae-features' (float vectors); this "
+                f"recipe's objective is {recipe.objective!r}. Remove it, or set objective=dae-features."
+            )
+        return
+    text_sections = ("tokenizer", "data", "masking", "noise")
+    changed = [key for name in text_sections for key in changed_keys(getattr(recipe, name), name)]
+    if changed:
+        raise RecipeError(
+            f"{', '.join(changed)}: objective 'dae-features' reads float vectors, not text, so it has no tokenizer, "
+            "data, masking or noise settings; use the features section (features.source, features.train_files, "
+            "features.validation_fraction, features.gaussian_std, features.mask_rate)."
+        )
+    if features.source == "files" and not features.train_files:
+        raise RecipeError("features.source='files' needs features.train_files (a path or glob, or a list of them).")
+    if features.source != "files" and (features.train_files or features.validation_files or features.columns):
+        raise RecipeError(
+            f"features.source={features.source!r} ignores features.train_files/validation_files/columns; set "
+            "features.source=files to train on your own vectors."
+        )
+    if features.validation_fraction == 0 and not features.validation_files:
+        raise RecipeError(
+            "features.validation_fraction=0 and no features.validation_files: eval needs held-out vectors."
+        )

@@ -13,7 +13,7 @@ def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_
     from hf_pretrain.finetune import load_finetune_recipe
 
     names = shipped_recipe_names()
-    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue", "dae-sentence", "dae-bart"} <= set(names)
+    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue", "dae-sentence", "dae-bart", "dae-features"} <= set(names)
     assert {"finetune-classification", "finetune-ner"} <= set(names)
     for name in names:
         if name.startswith("finetune-"):
@@ -27,7 +27,7 @@ def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_
         text = (resources.files("hf_pretrain") / "recipes" / f"{name}.yaml").read_text()
         assert text.startswith(f"# {name}:"), name
         assert "hf-pretrain pretrain" in text.split("\n\n")[0] or "accelerate launch" in text, name
-        assert recipe.objective in ("mlm", "dae")
+        assert recipe.objective in ("mlm", "dae", "dae-features")
 
 
 def test_overrides_are_typed_and_reach_nested_sections(tmp_path):

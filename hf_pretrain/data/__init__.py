@@ -9,6 +9,8 @@
     packing.pack_stream(...)              the same for data larger than memory
     packing.prepare_documents(...)        one document per row (denoising autoencoder), LengthBucketBatchSampler
     masking.MaskingCollator(...)          MLM noise as a pure function of (seed, epoch, example_index)
+    features.load_feature_files(...)      float vectors (.npy, csv, parquet, jsonl) for the feature autoencoder;
+    features.load_digits_features()       scikit-learn's digits (optional dependency), split_features, FeatureDataset
 
 Each module's docstring documents its public API.
 """

@@ -17,6 +17,8 @@ Operations (each with its own rate; all off by default; they compose, and run in
 `mask_rate`           each token replaced by the mask token with this probability
 `insert_rate`         random (non-special) tokens inserted, this many per token
 `rotate_rate`         probability that the document is rotated to start at a random token
+`decoder_mask_rate`   (decoder side, training only) each teacher-forced decoder input token replaced by the
+                      mask token with this probability; the batch then carries `decoder_input_ids`
 ====================  ====================================================================================
 
 Rates count the tokens that are eligible when the operation runs: special tokens ([CLS], [SEP], ...) are never
@@ -33,6 +35,12 @@ Published defaults (the recipes use these):
 * TSDAE (Wang, Reimers and Gurevych 2021, "TSDAE: Using Transformer-based Sequential Denoising Auto-Encoder for
   Unsupervised Sentence Embedding Learning", Findings of EMNLP 2021, arXiv:2104.06979): word deletion with ratio
   0.6, the best of the noise types and ratios the paper compares. `TSDAE_NOISE` below.
+
+Decoder-input masking ("word dropout" on the decoder side, Bowman et al. 2016, "Generating Sentences from a
+Continuous Space", arXiv:1511.06349, section 3.3): with a pooled bottleneck, a teacher-forced decoder can predict
+most of the next tokens from the clean prefix alone and learns to ignore the one sentence vector, which then gets
+almost no gradient and collapses (every document maps to nearly the same vector). Hiding part of the prefix makes
+the bottleneck the only source for those tokens. Off in BART_NOISE and TSDAE_NOISE (the papers do not use it).
 
 Public API
 ----------
@@ -76,6 +84,7 @@ class NoiseSettings:
     permute_sentences: float = 0.0
     rotate_rate: float = 0.0
     insert_rate: float = 0.0
+    decoder_mask_rate: float = 0.0
 
     def __post_init__(self):
         for field, value in asdict(self).items():
@@ -88,6 +97,7 @@ class NoiseSettings:
             "infill_rate",
             "permute_sentences",
             "rotate_rate",
+            "decoder_mask_rate",
         ):
             value = getattr(self, field)
             if not 0.0 <= value <= 1.0:
@@ -109,13 +119,15 @@ TSDAE_NOISE = NoiseSettings(word_delete_rate=0.6)
 
 
 # --------------------------------------------------------------------------------------------------- randomness
-def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one example's noise: numpy's SeedSequence hashes the three numbers into a well-mixed
-    state, so neighbouring indices or epochs give unrelated streams."""
+def example_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one example's noise: numpy's SeedSequence hashes the numbers into a well-mixed state, so
+    neighbouring indices or epochs give unrelated streams. `stream` > 0 names a separate stream for the same
+    example (the decoder-input masking uses stream 1, so the input noise does not depend on it)."""
     for name, value in (("seed", seed), ("epoch", epoch), ("example_index", index)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name}={value!r} is not allowed; it must be a non-negative integer.")
-    return np.random.default_rng([int(seed), int(epoch), int(index)])
+    entropy = [int(seed), int(epoch), int(index)] + ([int(stream)] if stream else [])
+    return np.random.default_rng(entropy)
 
 
 def stochastic_round(rng: np.random.Generator, value: float) -> int:
@@ -315,6 +327,7 @@ class DenoisingCollator:
         seed: int = 0,
         sentence_end_ids: Iterable[int] = (),
         pad_to_multiple_of: int | None = None,
+        decoder_start_token_id: int | None = None,
     ):
         self.noise = NoiseSettings(**noise) if isinstance(noise, Mapping) else (noise or NoiseSettings())
         self.mask_token_id = int(mask_token_id)
@@ -332,6 +345,12 @@ class DenoisingCollator:
                 f"permute_sentences={self.noise.permute_sentences} needs sentence_end_ids (the ids of '.', '!', ...) "
                 "to find sentence boundaries."
             )
+        if self.noise.decoder_mask_rate > 0 and decoder_start_token_id is None:
+            raise ValueError(
+                f"decoder_mask_rate={self.noise.decoder_mask_rate} needs decoder_start_token_id (the model config's) "
+                "to build the decoder inputs."
+            )
+        self.decoder_start_token_id = decoder_start_token_id
         self.seed = seed
         self.epoch = 0
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -345,6 +364,7 @@ class DenoisingCollator:
         seed: int = 0,
         sentence_end_tokens: Iterable[str] = (".", "!", "?"),
         pad_to_multiple_of: int | None = None,
+        decoder_start_token_id: int | None = None,
     ) -> "DenoisingCollator":
         """Special/mask/pad ids and the vocabulary from a (fast) tokenizer; sentence ends from
         `sentence_end_token_ids`."""
@@ -359,6 +379,7 @@ class DenoisingCollator:
             seed=seed,
             sentence_end_ids=sentence_end_token_ids(tokenizer, sentence_end_tokens),
             pad_to_multiple_of=pad_to_multiple_of,
+            decoder_start_token_id=decoder_start_token_id,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -398,6 +419,17 @@ class DenoisingCollator:
             tokens = per_run(tokens, lambda run: rotate(run, rng))
         return tokens.ids.tolist()
 
+    def decoder_inputs(self, input_ids: Sequence[int], example_index: int) -> list[int]:
+        """Teacher-forced decoder inputs of one example: the start token, then the clean ids shifted right, with
+        `decoder_mask_rate` of them (never the start token) replaced by the mask token. Its own random stream
+        (stream 1), so the input noise is the same with and without decoder masking."""
+        rng = example_rng(self.seed, self.epoch, example_index, stream=1)
+        shifted = np.concatenate([[self.decoder_start_token_id], np.asarray(input_ids, dtype=np.int64)[:-1]])
+        hidden = rng.random(len(shifted)) < self.noise.decoder_mask_rate
+        hidden[0] = False
+        shifted[hidden] = self.mask_token_id
+        return shifted.tolist()
+
     def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         corrupted, clean = [], []
         for example in examples:
@@ -412,7 +444,14 @@ class DenoisingCollator:
             )
         input_ids, attention_mask = pad(corrupted, self.pad_token_id, self.pad_to_multiple_of)
         labels, _ = pad(clean, IGNORE_INDEX, self.pad_to_multiple_of)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if self.noise.decoder_mask_rate > 0:
+            rows = [
+                self.decoder_inputs(np.asarray(example["input_ids"]), int(example["example_index"]))
+                for example in examples
+            ]
+            batch["decoder_input_ids"], _ = pad(rows, self.pad_token_id, self.pad_to_multiple_of)
+        return batch
 
 
 def word_starts_of(example: Mapping):

@@ -225,19 +225,23 @@ def resolve_files(patterns) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def infer_format(files: list[str]) -> str:
+def infer_format(files: list[str], extension_formats: dict[str, str] | None = None) -> str:
+    """The one format of `files`, from their extensions (compression suffixes ignored); `extension_formats`
+    maps extensions to format names (default: the text formats)."""
+    extension_formats = extension_formats or EXTENSION_FORMATS
     formats = {}
     for path in files:
         name = path.lower()
         for suffix in COMPRESSION_SUFFIXES:
             name = name.removesuffix(suffix)
         extension = Path(name).suffix
-        if extension not in EXTENSION_FORMATS:
+        if extension not in extension_formats:
+            names = ", ".join(dict.fromkeys(extension_formats.values()))
             raise ValueError(
                 f"format='auto' cannot tell the format of {path!r} (extension {extension!r}); name one of "
-                f"{', '.join(SOURCE_FORMATS[1:])} or use one of the extensions {', '.join(EXTENSION_FORMATS)}."
+                f"{names} or use one of the extensions {', '.join(extension_formats)}."
             )
-        formats.setdefault(EXTENSION_FORMATS[extension], path)
+        formats.setdefault(extension_formats[extension], path)
     if len(formats) > 1:
         shown = ", ".join(f"{fmt} ({path})" for fmt, path in formats.items())
         raise ValueError(f"the files mix formats: {shown}; load each format separately or convert them.")

@@ -27,6 +27,10 @@ PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type o
     "perplexity": ("perplexity", "perplexity"),
     "accuracy": ("token accuracy", "accuracy"),
     "exact_match": ("exact match (whole text reconstructed)", "exact_match"),
+    "mse": ("reconstruction MSE, noisy input", "mse"),
+    "clean_mse": ("reconstruction MSE, clean input", None),
+    "baseline_mse": ("MSE of predicting the training mean", None),
+    "r2": ("R^2 (noisy input, against the training mean)", None),
 }
 ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
@@ -89,6 +93,13 @@ def describe_architecture(config: dict) -> str:
 
 def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
     """(card text, Hub dataset ids for the metadata, model-index dataset type, model-index dataset name)."""
+    if recipe.get("objective") == "dae-features":
+        features = recipe.get("features", {})
+        if features.get("source") == "files":
+            files = ", ".join(map(str, features.get("train_files", []))) or "local files"
+            return f"local feature vectors: `{files}`", [], "feature-vectors", "local feature vectors"
+        return ("scikit-learn's handwritten digits (`sklearn.datasets.load_digits`: 1,797 8x8 images, pixels "
+                "scaled to [0, 1])", [], "sklearn-digits", "scikit-learn digits")
     data = recipe.get("data", {})
     source = data.get("source", "builtin")
     if source == "hub" and data.get("hub_dataset"):
@@ -103,6 +114,11 @@ def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
 
 
 def describe_objective(recipe: dict) -> str:
+    if recipe.get("objective") == "dae-features":
+        features = recipe.get("features", {})
+        return (f"denoising autoencoder on float vectors: rebuild the clean vector (mean squared error) from a copy "
+                f"with Gaussian noise (std {features.get('gaussian_std')}) and {features.get('mask_rate', 0):.0%} of "
+                f"values set to 0; {features.get('feature_tokens')} feature tokens per vector")
     if recipe.get("objective") == "dae":
         noise = {k: v for k, v in recipe.get("noise", {}).items() if v}
         return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
@@ -185,6 +201,9 @@ def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: di
 
 
 def embedding_advice(model_type: str) -> tuple[str, str]:
+    if model_type == "hf_pretrain_dae_features":
+        return ("use `pooler_output`, the bottleneck vector the decoder rebuilds the input from.",
+                "vectors = outputs.pooler_output  # (batch, hidden)")
     if model_type == "hf_pretrain_dae":
         return ("use `pooler_output`, the bottleneck vector the decoder was trained to reconstruct the text from.",
                 "vectors = outputs.pooler_output  # (batch, hidden)")
@@ -192,6 +211,12 @@ def embedding_advice(model_type: str) -> tuple[str, str]:
             "summarize the text during pretraining.",
             "mask = batch[\"attention_mask\"].unsqueeze(-1).float()\n"
             "vectors = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1)  # (batch, hidden)")
+
+
+def feature_width(config: dict, recipe: dict) -> str:
+    """Values per input vector of a feature autoencoder: feature tokens (from the recipe) x values per token."""
+    size, tokens = config.get("feature_size"), recipe.get("features", {}).get("feature_tokens")
+    return str(tokens * size) if tokens and size else f"N * {size}"
 
 
 def hardware_text(summary: dict) -> str:
@@ -243,17 +268,24 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     parameters = count_parameters(folder)
     advice, code = embedding_advice(model_type)
     steps = summary.get("steps")
+    is_features = model_type == "hf_pretrain_dae_features"
+    token_word = "feature tokens" if is_features else "tokens"
+    trained_on = "vectors like its training data" if is_features else "related text"
+    kind = "feature extractor" if is_features else "language model"
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
         model_name=model_name,
         repo_id=repo_id or f"path/to/{model_name}",
         summary=(f"A {human_count(parameters)}-parameter {family_description.split(' (')[0]}, pretrained on "
-                 f"{summary.get('tokens', 0):,} tokens in {steps} steps."),
+                 f"{summary.get('tokens', 0):,} {token_word} in {steps} steps."),
         family_description=family_description,
         architecture=describe_architecture(config),
         parameters=human_count(parameters),
         tokenizer_description=describe_tokenizer(folder),
+        has_tokenizer=(folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file(),
+        is_features=is_features,
+        feature_width=feature_width(config, recipe) if is_features else "",
         max_length=config.get("max_position_embeddings"),
         code_files=", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py"))) or "none",
         has_generation_config=(folder / "generation_config.json").is_file(),
@@ -268,7 +300,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         steps=steps if steps is not None else "not recorded",
         batch_size=train.get("batch_size", "?"),
         grad_accum=train.get("grad_accum", 1),
-        block_size=recipe.get("data", {}).get("block_size", "?"),
+        block_size=(recipe.get("features", {}) if is_features else recipe.get("data", {})).get(
+            "feature_tokens" if is_features else "block_size", "?"),
         lr=train.get("lr", "?"),
         schedule=train.get("schedule", "?"),
         warmup=train.get("warmup", "?"),
@@ -283,8 +316,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         finetune_dataset=((finetune_metrics or {}).get("dataset") or {}).get("name", ""),
         finetune_split=finetune_split,
         scale_note=(f"This is a small model ({human_count(parameters)} parameters, {summary.get('tokens', 0):,} "
-                    "training tokens): a research and teaching artifact and a starting point for fine-tuning on "
-                    "related text, not a general-purpose language model."),
+                    f"training {token_word}): a research and teaching artifact and a starting point for fine-tuning "
+                    f"on {trained_on}, not a general-purpose {kind}."),
     )
 
 

@@ -33,13 +33,14 @@ def resolve_model_dir(model: str) -> str:
 
 def load_feature_model(model: str):
     """(model in eval mode, tokenizer) through AutoModel: the bare encoder, or the autoencoder's base model."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = resolve_model_dir(model)
+    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "hf_pretrain_dae_features":
+        # (checked first: such a folder has no tokenizer to load)
+        raise ValueError(f"model={model!r} is a feature autoencoder (vector inputs); embedding text needs a text model.")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     loaded = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    if loaded.config.model_type == "hf_pretrain_dae_features":
-        raise ValueError(f"model={model!r} is a feature autoencoder (vector inputs); embedding text needs a text model.")
     return loaded, tokenizer
 
 

@@ -126,7 +126,7 @@ def markdown_summary(run: dict, images: list[str], note: str | None = None) -> s
     if after:
         lines += ["", "## Evaluation (held-out validation)", "", "| metric | before training | after training |",
                   "|---|---|---|"]
-        for key in ("loss", "perplexity", "accuracy", "exact_match"):
+        for key in ("loss", "perplexity", "accuracy", "exact_match", "clean_mse", "baseline_mse", "r2"):
             if key in after:
                 lines.append(f"| {key} | {format_number(before.get(key))} | {format_number(after[key])} |")
     if images:

@@ -93,6 +93,9 @@ class Pretraining:
         # Objective: tokenizer, data, model and noise, all built (and validated) before any training compute.
         self.objective = (objective_factory or build_objective)(recipe, self.accelerator, self.run_dir, announce)
         model = self.objective.model
+        # A model whose loss is a mean over its own batch (transformers' `accepts_loss_kwargs = False`, e.g. the
+        # feature autoencoder's MSE) ignores `num_items_in_batch`; forward_loss weights its loss instead.
+        self.loss_is_batch_mean = getattr(model, "accepts_loss_kwargs", True) is False
         if train.activation_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
@@ -154,8 +157,11 @@ class Pretraining:
         """Loss of one micro-batch, normalized by the predicted items of the whole step on all ranks, so that
         gradient accumulation and data parallelism give the gradient of one big batch."""
         outputs = self.model(**batch, num_items_in_batch=items_in_step)
+        loss = outputs.loss
+        if self.loss_is_batch_mean:  # this micro-batch's share of the step's items turns its mean into their mean
+            loss = loss * (self.objective.count_items(batch).to(loss.device) / items_in_step.to(loss.device))
         # DDP averages gradients over ranks; undo that so the gradient is the global token mean.
-        return outputs.loss * self.accelerator.num_processes
+        return loss * self.accelerator.num_processes
 
     @property
     def raw_optimizer(self) -> torch.optim.Optimizer:
@@ -305,6 +311,9 @@ class Pretraining:
         self.save()
         final_dir = self.write_final()
         accelerator.end_training()
+        describe = getattr(self.objective, "describe_evals", None)
+        if describe is not None and self.is_main and state.initial_eval and state.last_eval:
+            self.announce(describe(state.initial_eval, state.last_eval))
         return self.summary(final_dir)
 
     def next_batch(self, resumed_at: tuple[int, int]) -> dict:
@@ -346,7 +355,8 @@ class Pretraining:
             temporary = self.run_dir / ".tmp-final"
             shutil.rmtree(temporary, ignore_errors=True)
             self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
-            self.objective.tokenizer.save_pretrained(temporary)
+            if self.objective.tokenizer is not None:  # the feature autoencoder reads vectors: no tokenizer
+                self.objective.tokenizer.save_pretrained(temporary)
             shutil.rmtree(final_dir, ignore_errors=True)
             temporary.rename(final_dir)
         self.accelerator.wait_for_everyone()

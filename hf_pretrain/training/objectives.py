@@ -2,7 +2,9 @@
 
 An objective builds (in this order, all before training starts) the tokenizer, the datasets, the model and the
 noise collators, and knows how to count a batch's tokens and predicted items, compute eval sums and a step's
-FLOPs. The loop stays the same for the masked LM and the denoising autoencoder.
+FLOPs. The loop stays the same for the masked LM, the denoising autoencoder and the feature autoencoder
+(`dae-features`: float vectors, no tokenizer — its `tokenizer` is None; optional `describe_evals(before, after)`
+gives the line the loop prints at the end).
 """
 
 from __future__ import annotations
@@ -296,8 +298,15 @@ class DenoisingObjective:
             self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
         )
         self.model = self.build_model(PretrainDAEConfig)
-        self.train_collator = DenoisingCollator.from_tokenizer(self.tokenizer, noise, seed=recipe.train.seed)
-        self.eval_collator = DenoisingCollator.from_tokenizer(self.tokenizer, noise, seed=recipe.train.seed + 7919)
+        start = self.model.config.decoder_start_token_id
+        self.train_collator = DenoisingCollator.from_tokenizer(
+            self.tokenizer, noise, seed=recipe.train.seed, decoder_start_token_id=start
+        )
+        # Eval always teacher-forces the clean prefix, so reconstruction metrics compare across settings.
+        eval_noise = dataclasses.replace(noise, decoder_mask_rate=0.0)
+        self.eval_collator = DenoisingCollator.from_tokenizer(
+            self.tokenizer, eval_noise, seed=recipe.train.seed + 7919, decoder_start_token_id=start
+        )
 
     def build_model(self, config_class):
         from ..models import PretrainDAEForDenoising
@@ -354,13 +363,8 @@ class DenoisingObjective:
     def step_flops(self, micro_batches: list[dict]) -> float:
         """Encoder linears on source tokens, decoder linears and the vocabulary projection on target tokens,
         self-attention at the batch's padded lengths (cross-attention to one vector is negligible)."""
-        from .metrics import linear_parameters
-
-        model, config = self.model, self.model.config
-        if not hasattr(self, "_linear_params"):
-            encoder = model.get_encoder()
-            self._linear_params = (linear_parameters(encoder), linear_parameters(model) - linear_parameters(encoder))
-        encoder_params, decoder_params = self._linear_params
+        config = self.model.config
+        encoder_params, decoder_params = encoder_decoder_linear_parameters(self)
         flops = 0.0
         for batch in micro_batches:
             source = int(batch["attention_mask"].sum())
@@ -372,7 +376,192 @@ class DenoisingObjective:
         return flops
 
 
-OBJECTIVES = {"mlm": MaskedLMObjective, "dae": DenoisingObjective}
+# ----------------------------------------------------------------------------------------------- feature autoencoder
+class FeatureDenoisingObjective:
+    """Float vectors (scikit-learn's digits, or your .npy / csv / parquet / jsonl files), each read as
+    `features.feature_tokens` feature tokens, corrupted by `FeatureNoiseCollator` (Gaussian noise + masked values);
+    `PretrainDAEForFeatureReconstruction` rebuilds the clean vector and its loss is the mean squared error.
+
+    No tokenizer (`tokenizer` is None). A "token" in the loop's counts and budgets (`train.max_tokens`) is a
+    feature token. Eval on the held-out vectors: `loss` (= `mse`), the denoising MSE (noisy input, clean target:
+    what training minimizes); `clean_mse`, the reconstruction MSE of uncorrupted inputs; `baseline_mse`,
+    predicting the training mean for every vector; `r2` = 1 - mse / baseline_mse."""
+
+    name = "dae-features"
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.features import FeatureDataset, split_features
+        from ..data.noising import FeatureNoiseCollator
+        from ..models import PretrainDAEFeatureConfig
+
+        self.recipe = recipe
+        section = recipe.features
+        if "feature_size" in recipe.model.config:
+            raise RecipeError(
+                f"model.config.feature_size={recipe.model.config['feature_size']!r}: it is derived from the data "
+                "(values per vector / features.feature_tokens); set features.feature_tokens instead."
+            )
+        if recipe.model.init_from is None:
+            model_config_from_recipe(PretrainDAEFeatureConfig, recipe)  # fail on a bad model config before any work
+        train, validation, description = self.load_vectors(recipe)
+        if validation is None:
+            train, validation = split_features(train, section.validation_fraction, recipe.train.seed)
+        width = train.shape[1]
+        if validation.shape[1] != width:
+            raise RecipeError(
+                f"features.validation_files hold vectors of {validation.shape[1]} values, the training vectors "
+                f"{width}; both must have the same size."
+            )
+        if width % section.feature_tokens:
+            divisors = [d for d in range(1, width + 1) if width % d == 0]
+            raise RecipeError(
+                f"features.feature_tokens={section.feature_tokens} does not divide the {width} values of each "
+                f"vector; choose one of {divisors} (each token holds {width} / feature_tokens values)."
+            )
+        self.feature_size = width // section.feature_tokens
+        announce(
+            f"features: {description}; train {len(train):,}, validation {len(validation):,} vectors; "
+            f"{section.feature_tokens} feature tokens of {self.feature_size} values; noise: Gaussian std "
+            f"{section.gaussian_std}, {section.mask_rate:.0%} of values masked"
+        )
+        self.tokenizer = None
+        self.train_dataset, self.eval_dataset = FeatureDataset(train), FeatureDataset(validation)
+        self.train_mean = torch.from_numpy(train.astype("float64").mean(axis=0)).float()  # (D,), eval's baseline
+        self.model = self.build_model(PretrainDAEFeatureConfig)
+        noise = dict(gaussian_std=section.gaussian_std, mask_rate=section.mask_rate)
+        self.train_collator = FeatureNoiseCollator(**noise, seed=recipe.train.seed)
+        # Eval noise never changes (another seed, epoch 0), so eval losses of different steps compare.
+        self.eval_collator = FeatureNoiseCollator(**noise, seed=recipe.train.seed + 7919)
+
+    @staticmethod
+    def load_vectors(recipe: Recipe):
+        """(train, validation or None, description), float32 arrays; data errors become recipe errors that
+        name the key."""
+        from ..data.features import FeatureDataError, load_digits_features, load_feature_files
+        from ..data.sources import resolve_files
+
+        section = recipe.features
+        if section.source == "digits":
+            try:
+                data = load_digits_features()
+            except FeatureDataError as error:
+                raise RecipeError(f"features.source='digits': {error}") from None
+            return data.features, None, data.description
+        loaded = []
+        for key in ("train_files", "validation_files"):
+            patterns = getattr(section, key)
+            if not patterns:
+                loaded.append(None)
+                continue
+            try:
+                files = resolve_files(patterns)
+                data = load_feature_files(files, section.format, section.columns)
+            except ValueError as error:  # FeatureDataError, or a pattern that matches no file
+                raise RecipeError(f"features.{key}={patterns!r}: {error}") from None
+            loaded.append(data)
+        train, validation = loaded
+        return train.features, validation.features if validation else None, train.description
+
+    def build_model(self, config_class):
+        from ..models import PretrainDAEForFeatureReconstruction
+
+        recipe, tokens = self.recipe, self.recipe.features.feature_tokens
+        if recipe.model.init_from:
+            model = PretrainDAEForFeatureReconstruction.from_pretrained(recipe.model.init_from)
+            if model.config.feature_size != self.feature_size:
+                raise RecipeError(
+                    f"model.init_from={recipe.model.init_from!r} reads feature tokens of {model.config.feature_size} "
+                    f"values, but features.feature_tokens={tokens} makes tokens of {self.feature_size}; set "
+                    f"features.feature_tokens={self.feature_size * tokens // model.config.feature_size} (if it "
+                    "divides the vectors) or start from scratch."
+                )
+        else:
+            torch.manual_seed(recipe.train.seed)
+            # One position per feature token plus the summary token, unless the recipe sets it.
+            positions = {"max_position_embeddings": tokens + 1}
+            if "max_position_embeddings" in recipe.model.config:
+                positions = {}
+            config = model_config_from_recipe(config_class, recipe, feature_size=self.feature_size, **positions)
+            model = PretrainDAEForFeatureReconstruction(config)
+        if tokens + 1 > model.config.max_position_embeddings:
+            raise RecipeError(
+                f"features.feature_tokens={tokens} needs model.config.max_position_embeddings >= {tokens + 1} (one "
+                f"position per feature token plus the summary token); it is {model.config.max_position_embeddings}."
+            )
+        return model
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_collator.set_epoch(epoch)
+
+    @staticmethod
+    def count_items(batch: dict) -> torch.Tensor:
+        """Values reconstructed (the MSE averages over these)."""
+        return torch.tensor(batch["labels"].numel())
+
+    def count_tokens(self, batch: dict) -> int:
+        return batch["labels"].numel() // self.feature_size
+
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        clean = batch["labels"].float()  # (B, D)
+        denoised = model(input_features=batch["input_features"]).reconstruction.float()
+        rebuilt = model(input_features=batch["labels"]).reconstruction.float()
+        mean = self.train_mean.to(clean.device)
+        return {
+            "squared_error": ((denoised - clean) ** 2).sum(),
+            "clean_squared_error": ((rebuilt - clean) ** 2).sum(),
+            "baseline_squared_error": ((clean - mean) ** 2).sum(),
+            "values": torch.tensor(clean.numel()),
+        }
+
+    @staticmethod
+    def eval_metrics(totals: dict) -> dict:
+        values = max(totals.get("values", 0), 1)
+        mse = totals.get("squared_error", math.nan) / values
+        baseline = totals.get("baseline_squared_error", math.nan) / values
+        return {
+            "loss": mse,
+            "mse": mse,
+            "clean_mse": totals.get("clean_squared_error", math.nan) / values,
+            "baseline_mse": baseline,
+            "r2": 1.0 - mse / baseline if baseline > 0 else math.nan,
+        }
+
+    @staticmethod
+    def describe_evals(before: dict, after: dict) -> str:
+        return (
+            f"eval reconstruction MSE (held-out vectors, noisy input) {before['mse']:.4f} -> {after['mse']:.4f}; "
+            f"clean input {before['clean_mse']:.4f} -> {after['clean_mse']:.4f}; predicting the training mean: "
+            f"{after['baseline_mse']:.4f} (R^2 {before['r2']:.3f} -> {after['r2']:.3f})"
+        )
+
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        """Encoder linears on the feature tokens plus the summary token, decoder linears on one query per feature
+        token, self-attention in both (cross-attention to one vector is negligible)."""
+        config = self.model.config
+        encoder_params, decoder_params = encoder_decoder_linear_parameters(self)
+        flops = 0.0
+        for batch in micro_batches:
+            rows, tokens = batch["labels"].shape[0], self.count_tokens(batch)
+            per_row = tokens // max(rows, 1)
+            source = tokens + rows
+            flops += 6 * encoder_params * source + 6 * decoder_params * tokens
+            flops += 12 * config.num_hidden_layers * (per_row + 1) * config.hidden_size * source
+            flops += 12 * config.decoder_layers * per_row * config.hidden_size * tokens
+        return flops
+
+
+def encoder_decoder_linear_parameters(objective) -> tuple[int, int]:
+    """(weights of the encoder's linear layers, weights of all other linear layers) of the objective's model: the
+    6 * N FLOPs per token of each half. Counted once per objective (the shapes never change during a run)."""
+    from .metrics import linear_parameters
+
+    if not hasattr(objective, "_linear_params"):
+        encoder_params = linear_parameters(objective.model.get_encoder())
+        objective._linear_params = (encoder_params, linear_parameters(objective.model) - encoder_params)
+    return objective._linear_params
+
+
+OBJECTIVES = {"mlm": MaskedLMObjective, "dae": DenoisingObjective, "dae-features": FeatureDenoisingObjective}
 
 
 def build_objective(recipe: Recipe, accelerator, run_dir: Path, announce=print):

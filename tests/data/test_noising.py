@@ -307,6 +307,43 @@ def test_batch_layout():
         assert (batch["input_ids"][row, real:] == PAD).all() and batch["attention_mask"][row, :real].all()
 
 
+def test_decoder_input_masking_rate_and_layout(corpus):
+    start = CLS
+    noise = NoiseSettings(word_delete_rate=0.6, decoder_mask_rate=0.3)
+    with_decoder = collator(noise, decoder_start_token_id=start)
+    without = collator(NoiseSettings(word_delete_rate=0.6))
+    hidden = total = 0
+    for first in range(0, len(corpus), 50):
+        examples = corpus[first : first + 50]
+        batch, plain = with_decoder(examples), without(examples)
+        # The input noise is drawn from its own stream: identical with and without decoder masking.
+        assert torch.equal(batch["input_ids"], plain["input_ids"]) and torch.equal(batch["labels"], plain["labels"])
+        decoder = batch["decoder_input_ids"]
+        assert decoder.shape == batch["labels"].shape and (decoder[:, 0] == start).all()
+        for row, example in enumerate(examples):
+            length = len(example["input_ids"])
+            shifted = torch.tensor([start] + example["input_ids"][:-1])
+            row_ids = decoder[row, :length]
+            masked = row_ids == MASK
+            assert torch.equal(row_ids[~masked], shifted[~masked])  # every other position is the clean prefix
+            assert (decoder[row, length:] == PAD).all()
+            hidden += int(masked[1:].sum())
+            total += length - 1
+    assert total >= 100_000
+    assert abs(hidden / total - 0.3) < 0.01
+    # Same (seed, epoch, index) -> same decoder mask; a new epoch -> a new one.
+    again = collator(noise, decoder_start_token_id=start)(corpus[:8])["decoder_input_ids"]
+    assert torch.equal(again, with_decoder(corpus[:8])["decoder_input_ids"])
+    with_decoder.set_epoch(1)
+    assert not torch.equal(again, with_decoder(corpus[:8])["decoder_input_ids"])
+    # Rate 0: no decoder inputs in the batch (the model shifts the labels itself).
+    assert "decoder_input_ids" not in without(corpus[:2])
+    with pytest.raises(ValueError, match="decoder_mask_rate=0.3 needs decoder_start_token_id"):
+        collator(noise)
+    with pytest.raises(ValueError, match=r"decoder_mask_rate=1.5 is not allowed"):
+        NoiseSettings(decoder_mask_rate=1.5)
+
+
 def test_bad_settings_and_inputs_fail_clearly():
     with pytest.raises(ValueError, match=r"mask_rate=1.5 is not allowed; it must be a probability in \[0, 1\]"):
         NoiseSettings(mask_rate=1.5)

@@ -187,6 +187,26 @@ def test_mlm_head_is_tied_to_input_embeddings_and_resize_keeps_the_tie():
     assert model(random_ids(1, 5)).logits.shape == (1, 5, VOCAB + 10)
 
 
+def test_untied_mlm_head_keeps_its_own_matrix_through_save_and_load(tmp_path):
+    """tie_word_embeddings=False (the small recipes): the decoder is a separate matrix, so an input embedding gets
+    gradient only from the tokens that occur in the input — the softmax no longer pushes every rare token's
+    embedding into one shared direction."""
+    model = make_model(PretrainEncoderForMaskedLM, tie_word_embeddings=False)
+    assert model.decoder.weight is not model.get_input_embeddings().weight
+    assert not torch.equal(model.decoder.weight, model.get_input_embeddings().weight)
+    ids = torch.randint(5, VOCAB // 2, (2, 9), generator=torch.Generator().manual_seed(4))  # lower half only
+    model.train()
+    model(ids, labels=masked_labels(ids)).loss.backward()
+    input_grad = model.get_input_embeddings().weight.grad
+    assert input_grad[VOCAB // 2 :].abs().sum() == 0  # absent tokens: untouched input embeddings
+    assert model.decoder.weight.grad[VOCAB // 2 :].abs().sum() > 0  # ...while their output rows still train
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    assert reloaded.decoder.weight is not reloaded.get_input_embeddings().weight
+    assert torch.equal(reloaded.decoder.weight, model.decoder.weight)
+    assert torch.equal(model.eval()(ids).logits, reloaded(ids).logits)
+
+
 # --------------------------------------------------------------------------------------------------- packing
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_packed_row_matches_documents_run_separately(attn_implementation):
