@@ -24,15 +24,9 @@ from hf_pretrain.finetune import finetune, finetune_recipe_from_dict, load_finet
 from hf_pretrain.metrics import load_metric  # noqa: E402
 from hf_pretrain.recipe import RecipeError  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUIET = ["output.progress_bar=false", "train.logging_steps=1000"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

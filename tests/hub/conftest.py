@@ -7,18 +7,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_hub are imported
 
 import pytest
-import torch
 
 import tiny_models
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(one_torch_thread):
     """Two busy shared cores: one thread per in-process test keeps timings steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from hf_pretrain.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = """\
 # tiny feature autoencoder for the tests
 objective: dae-features
@@ -48,15 +50,6 @@ def low_rank_npy(tmp_path) -> Path:
     path = tmp_path / "vectors.npy"
     np.save(path, vectors.astype(np.float32))
     return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: fastest for these tiny models, and steady on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pretrain(recipe: Path, run_dir: Path, *overrides: str) -> int:
