@@ -20,7 +20,9 @@ Models: any folder or Hub id that `AutoModelFor...from_pretrained(path, trust_re
 folder (its `final/` is used), or a denoising-autoencoder folder (its encoder is exported to `OUTPUT/encoder` and
 fine-tuned). `lora:` trains LoRA adapters instead of all weights (our target modules: qkv_proj, o_proj, up_proj,
 down_proj); `freeze_encoder: true` trains the head only (a linear probe); `compare_scratch: true` also trains the
-same architecture from random weights with the same settings and reports both.
+same architecture from random weights with the same settings and reports both. `warm_start: {shrink, perturb}`
+shrinks the pretrained encoder's matrices and adds a fraction of a fresh init before full fine-tuning (see
+`WarmStartSection`; the finetune-classification recipe turns it on; the scratch baseline gets the same).
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
 its tokenizer; LoRA weights merged in), `scratch/model/` with `compare_scratch`.
@@ -121,6 +123,22 @@ class LoraSection:
 
 
 @dataclass
+class WarmStartSection:
+    """Shrink and perturb the pretrained encoder's weight matrices before fine-tuning (Ash and Adams 2020, "On
+    Warm-Starting Neural Network Training"): every matrix W of the base model (embeddings and linear layers;
+    norms, biases and the new head are left alone) becomes `shrink * W + perturb * W_init`, W_init a fresh
+    random initialization of the same architecture (seeded by train.seed). A warm-started network keeps the
+    large, specialised weights of its first training and generalises worse on the new task than a fresh one;
+    shrinking them restores plasticity while keeping their direction, the noise restores the diversity a fresh
+    init has. The `compare_scratch` run gets the same transform (on its own random weights it amounts to a smaller
+    init), so the comparison measures what pretraining adds, not what the transform adds. Skipped for a frozen or
+    LoRA-adapted encoder. shrink 1 and perturb 0 (the defaults of the Python API) leave the weights as loaded."""
+
+    shrink: float = ranged(1.0, low=0.0, high=1.0, low_open=True)
+    perturb: float = ranged(0.0, low=0.0, high=1.0)
+
+
+@dataclass
 class FinetuneOutputSection:
     dir: str = "runs/finetune"
     progress_bar: bool = True
@@ -138,6 +156,7 @@ class FinetuneRecipe(SerializableRecipe):
     freeze_encoder: bool = False
     compare_scratch: bool = False
     lora: LoraSection | None = None
+    warm_start: WarmStartSection = field(default_factory=WarmStartSection)
     data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
     train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
     output: FinetuneOutputSection = field(default_factory=FinetuneOutputSection)
@@ -470,6 +489,22 @@ def build_model(model_path: str, task: str, scheme: LabelScheme, from_scratch: b
     return model
 
 
+def shrink_and_perturb(model, fresh, shrink: float, perturb: float) -> int:
+    """W <- shrink * W + perturb * W_fresh for every matrix (dim >= 2) of the base model; `fresh` is the same
+    architecture freshly initialized. Returns how many tensors changed. (See WarmStartSection.)"""
+    import torch
+
+    prefix = model.base_model_prefix + "."
+    fresh_parameters = dict(fresh.named_parameters())
+    changed = 0
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(prefix) and parameter.dim() >= 2:
+                parameter.mul_(shrink).add_(fresh_parameters[name], alpha=perturb)
+                changed += 1
+    return changed
+
+
 def freeze_encoder(model) -> None:
     """Linear probe: only the layers outside the base model (head, classifier) train."""
     for parameter in getattr(model, model.base_model_prefix).parameters():
@@ -641,6 +676,19 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
 
     set_seed(recipe.train.seed)  # the new head (and, from scratch, every weight) starts the same way each run
     model = build_model(model_path, recipe.task, scheme, from_scratch, tokenizer.pad_token_id, recipe.model_config)
+    warm = recipe.warm_start
+    # Only when the whole encoder trains: a frozen or LoRA-adapted encoder would keep the perturbed weights as they are.
+    full_fine_tuning = not recipe.freeze_encoder and recipe.lora is None
+    if full_fine_tuning and (warm.shrink != 1.0 or warm.perturb != 0.0):
+        import torch
+
+        torch.manual_seed(recipe.train.seed + 1)  # W_init: its own draw, independent of the head's
+        fresh = build_model(model_path, recipe.task, scheme, True, tokenizer.pad_token_id, recipe.model_config)
+        changed = shrink_and_perturb(model, fresh, warm.shrink, warm.perturb)
+        start = "fresh" if from_scratch else "pretrained"
+        announce(f"warm start: {changed} weight matrices of the {start} encoder -> "
+                 f"{warm.shrink} * W + {warm.perturb} * W_init")
+        del fresh
     if recipe.freeze_encoder:
         freeze_encoder(model)
     if recipe.lora is not None:
@@ -745,6 +793,7 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
         "label_names": scheme.names,
         "main_metric": main_metric(recipe, scheme),
         "freeze_encoder": recipe.freeze_encoder,
+        "warm_start": dataclasses.asdict(recipe.warm_start),
         "lora": dataclasses.asdict(recipe.lora) if recipe.lora else None,
         "runs": runs,
         "model_dir": str(out / "model"),

@@ -179,6 +179,51 @@ def test_freeze_encoder_trains_only_the_head(encoder_dir, sentiment_files, tmp_p
     assert not torch.equal(after["classifier.weight"], torch.zeros_like(after["classifier.weight"]))
 
 
+def test_shrink_and_perturb_changes_only_the_encoder_matrices(encoder_dir):
+    from hf_pretrain.finetune import LabelScheme, build_model, shrink_and_perturb
+
+    scheme = LabelScheme("single_label_classification", ["neg", "pos"])
+    model = build_model(str(encoder_dir), "classification", scheme)
+    torch.manual_seed(5)
+    fresh = build_model(str(encoder_dir), "classification", scheme, from_scratch=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    changed = shrink_and_perturb(model, fresh, shrink=0.4, perturb=0.3)
+    fresh_parameters = dict(fresh.named_parameters())
+    matrices = [n for n, p in model.named_parameters() if n.startswith("model.") and p.dim() >= 2]
+    assert changed == len(matrices) > 0
+    for name, parameter in model.named_parameters():
+        if name in matrices:
+            assert torch.allclose(parameter, 0.4 * before[name] + 0.3 * fresh_parameters[name], atol=1e-7)
+        else:  # norms, biases and the new head stay as loaded
+            assert torch.equal(parameter, before[name]), name
+
+
+def test_warm_start_applies_to_both_runs(encoder_dir, sentiment_files, tmp_path):
+    train, _ = sentiment_files
+    common = [f"model={encoder_dir}", "data.source=files", f"data.train_files={train}", "compare_scratch=true",
+              "train.max_steps=1", "train.lr=1e-9", "train.warmup=0", *QUIET]
+    plain, warm = tmp_path / "plain", tmp_path / "warm"
+    finetune("finetune-classification", [*common, f"output.dir={plain}", "warm_start.shrink=1", "warm_start.perturb=0"])
+    result = finetune("finetune-classification",
+                      [*common, f"output.dir={warm}", "warm_start.shrink=0.5", "warm_start.perturb=0.5"])
+    assert read_metrics(warm)["warm_start"] == {"shrink": 0.5, "perturb": 0.5}
+    loaded = safetensors_state(encoder_dir)
+    tuned = safetensors_state(warm / "model")
+    embeddings = "model.embeddings.tok_embeddings.weight"
+    # One step at lr 1e-9 leaves the warm start visible: half the pretrained matrix plus half a fresh draw that is
+    # unrelated to it.
+    added = tuned[embeddings] - 0.5 * loaded[embeddings]
+    correlation = torch.corrcoef(torch.stack([added.flatten(), loaded[embeddings].flatten()]))[0, 1]
+    assert abs(float(correlation)) < 0.1 and added.abs().mean() > 0.1 * loaded[embeddings].abs().mean()
+    assert torch.allclose(safetensors_state(plain / "model")[embeddings], loaded[embeddings], atol=1e-6)
+    # Same settings for the from-scratch baseline: its random matrices get the same transform (a smaller init).
+    plain_scratch = safetensors_state(plain / "scratch" / "model")[embeddings]
+    warm_scratch = safetensors_state(warm / "scratch" / "model")[embeddings]
+    assert not torch.equal(plain_scratch, warm_scratch)
+    assert 0.6 < float(warm_scratch.std() / plain_scratch.std()) < 0.8  # sqrt(0.5^2 + 0.5^2) = 0.71 of the init scale
+    assert result["runs"]["scratch"]["trainable_parameters"] == result["runs"]["pretrained"]["trainable_parameters"]
+
+
 def test_lora_trains_adapters_and_saves_a_merged_model(encoder_dir, sentiment_files, tmp_path):
     pytest.importorskip("peft")
     train, _ = sentiment_files
