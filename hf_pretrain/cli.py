@@ -137,8 +137,11 @@ def print_summary(result: dict) -> None:
         f"steps {result['steps']}, tokens {result['tokens']:,}, {result['minutes']:.1f} min"
         + (f", {result['skipped_steps']} skipped (non-finite)" if result["skipped_steps"] else ""),
     ]
-    if before and after and result.get("objective") == "dae-features":
-        lines.append(f"eval reconstruction MSE {before['loss']:.4f} -> {after['loss']:.4f}")
+    from .training.objectives import OBJECTIVES
+
+    describe = getattr(OBJECTIVES.get(result.get("objective")), "describe_evals", None)
+    if before and after and describe is not None:  # an objective with its own metrics (dae-features: MSE, R^2)
+        lines.append(describe(before, after))
     elif before and after:
         lines.append(f"eval loss {before['loss']:.3f} -> {after['loss']:.3f}   "
                      f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")

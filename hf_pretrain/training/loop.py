@@ -101,9 +101,10 @@ class Pretraining:
         fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
         optimizer = build_optimizer(model, recipe, fused=fused)
         batch_sampler = getattr(self.objective, "train_batch_sampler", None)
+        streamed = isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset)  # no length, no shuffle
         if batch_sampler is not None:
             batching = {"batch_sampler": batch_sampler}
-        elif isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset):
+        elif streamed:
             batching = {"batch_size": train.batch_size, "drop_last": True}  # a stream is read in order
         else:
             batching = {"batch_size": train.batch_size, "shuffle": True, "drop_last": True}
@@ -125,7 +126,7 @@ class Pretraining:
         )
         if train.compile:
             self.model = torch.compile(self.model)
-        if not isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset) and len(self.train_loader) == 0:
+        if not streamed and len(self.train_loader) == 0:
             raise ValueError(
                 f"train.batch_size={train.batch_size} is larger than the training set "
                 f"({len(self.objective.train_dataset)} examples per process); lower it or add data."
@@ -311,9 +312,6 @@ class Pretraining:
         self.save()
         final_dir = self.write_final()
         accelerator.end_training()
-        describe = getattr(self.objective, "describe_evals", None)
-        if describe is not None and self.is_main and state.initial_eval and state.last_eval:
-            self.announce(describe(state.initial_eval, state.last_eval))
         return self.summary(final_dir)
 
     def next_batch(self, resumed_at: tuple[int, int]) -> dict:

@@ -3,8 +3,9 @@
 An objective builds (in this order, all before training starts) the tokenizer, the datasets, the model and the
 noise collators, and knows how to count a batch's tokens and predicted items, compute eval sums and a step's
 FLOPs. The loop stays the same for the masked LM, the denoising autoencoder and the feature autoencoder
-(`dae-features`: float vectors, no tokenizer — its `tokenizer` is None; optional `describe_evals(before, after)`
-gives the line the loop prints at the end).
+(`dae-features`: float vectors, no tokenizer — its `tokenizer` is None; an optional static
+`describe_evals(before, after)` gives the eval line of the CLI's run summary, for metrics other than loss,
+perplexity and accuracy).
 """
 
 from __future__ import annotations
