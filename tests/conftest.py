@@ -6,10 +6,11 @@ import pytest
 import torch
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for in-process training of tiny models: fastest at these sizes, and steady when the two
-    cores of the CI machine are shared. Modules opt in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    """One torch thread for in-process training of tiny models: fastest at these sizes (two threads on a busy
+    2-core box spin, measured up to 200x slower), and steady when the CI machine's cores are shared. Modules opt
+    in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; restored when the module ends."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

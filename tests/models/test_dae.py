@@ -28,14 +28,7 @@ from hf_pretrain.models.modeling_pretrain_dae import shift_tokens_right
 VOCAB = 64
 PAD, BOS, EOS = 0, 2, 3
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core box spin (measured 200x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> PretrainDAEConfig:

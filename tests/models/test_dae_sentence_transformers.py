@@ -28,12 +28,7 @@ from hf_pretrain.hub.retrieval import write_sentence_transformers_config  # noqa
 TEXTS = sentences(7, seed=3) + ["a", "the parser module returns a value to Alice in Paris and then Oslo"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_folder(folder: Path, cls, pooling: str) -> Path:
