@@ -219,6 +219,11 @@ def feature_width(config: dict, recipe: dict) -> str:
     return str(tokens * size) if tokens and size else f"N * {size}"
 
 
+def precision_text(asked: str, used: str | None) -> str:
+    """The recipe's precision, and what it resolved to when that differs (`auto` -> fp32 on a CPU)."""
+    return f"{asked} (ran in {used})" if used and used != asked else str(asked)
+
+
 def hardware_text(summary: dict) -> str:
     if summary.get("hardware"):
         return str(summary["hardware"])
@@ -306,7 +311,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         schedule=train.get("schedule", "?"),
         warmup=train.get("warmup", "?"),
         weight_decay=train.get("weight_decay", "?"),
-        precision=train.get("precision", "?"),
+        precision=precision_text(train.get("precision", "?"), summary.get("precision")),
         minutes=f"{summary['minutes']:.1f} minutes" if "minutes" in summary else "not recorded",
         hardware=hardware_text(summary),
         loss_curve=loss_curve,

@@ -374,6 +374,7 @@ class Pretraining:
             "run_dir": str(self.run_dir),
             "mfu_peak": f"{self.peak:.3f} TFLOP/s ({self.peak_source})",
             "hardware": describe_hardware(self.accelerator),
+            "precision": resolved_precision_name(self.accelerator),
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(result, indent=2))
@@ -381,9 +382,14 @@ class Pretraining:
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
+def resolved_precision_name(accelerator) -> str:
+    """What the run computed in: "fp32", "bf16" or "fp16" (a recipe's `auto` resolved on this machine)."""
+    return {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+
+
 def describe_hardware(accelerator) -> str:
     """E.g. "1 x NVIDIA H100 80GB HBM3, bf16" or "2 CPU threads x 1 process, fp32"."""
-    precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+    precision = resolved_precision_name(accelerator)
     if accelerator.device.type == "cuda":
         return f"{accelerator.num_processes} x {torch.cuda.get_device_name(accelerator.device)}, {precision}"
     return f"{torch.get_num_threads()} CPU threads x {accelerator.num_processes} process(es), {precision}"

@@ -74,6 +74,7 @@ def test_card_parses_with_metadata_and_results(mlm_export):
     assert "| perplexity | 148.4000 | 24.5000 |" in text  # before/after pretraining
     assert "| f1 | 0.8100 | 0.6200 |" in text  # fine-tuned vs from scratch
     assert "81,920" in text  # tokens seen
+    assert "| Precision | auto (ran in fp32) |" in text  # the recipe's `auto`, resolved on the training machine
     assert "qkv_proj" in text  # LoRA target names documented
 
 

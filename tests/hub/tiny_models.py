@@ -91,7 +91,8 @@ def make_run_dir(run_dir: Path, objective: str = "mlm", steps: int = 20) -> Path
     summary = {"objective": objective, "steps": steps, "tokens": steps * 4096, "skipped_steps": 0, "minutes": 1.5,
                "initial_eval": {"loss": 5.0, "perplexity": 148.4, "accuracy": 0.01, **({"exact_match": 0.0} if objective == "dae" else {})},
                "final_eval": {**final_eval, "step": steps}, "final_dir": str(run_dir / "final"),
-               "run_dir": str(run_dir), "mfu_peak": "0.05 TFLOP/s (measured fp32 GEMM on 2 CPU threads)"}
+               "run_dir": str(run_dir), "mfu_peak": "0.05 TFLOP/s (measured fp32 GEMM on 2 CPU threads)",
+               "precision": "fp32"}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
 
