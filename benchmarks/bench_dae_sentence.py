@@ -11,7 +11,8 @@ least --min-group of them. Score: retrieval MAP (`hf_pretrain.hub.retrieval.retr
 docstring queries the others by cosine similarity, relevant = same stdlib package.
 
 Contenders (each training gets --minutes of training wall clock):
-  (a) ours: the dae-sentence recipe (pooled bottleneck, cls pooling, 2-layer decoder), `pooler_output`.
+  (a) ours: the dae-sentence recipe (pooled bottleneck, mean pooling, spectral token embeddings, 2-layer
+      decoder), `pooler_output`.
   (b) TSDAE: sentence-transformers' DenoisingAutoEncoderDataset + DenoisingAutoEncoderLoss (tied encoder/decoder)
       on a random BERT of equal encoder size (hidden 256, 4 layers, 4 heads, intermediate 1024) with OUR tokenizer
       (from (a)), models.Transformer + Pooling cls, SentenceTransformerTrainer stopped by a time-budget callback.
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,7 @@ def run_recipe(name: str, run_dir: Path, train_file: Path, minutes: float, extra
     from hf_pretrain.recipe import load_recipe
     from hf_pretrain.training.loop import Pretraining
 
+    shutil.rmtree(run_dir, ignore_errors=True)  # a leftover run folder would be RESUMED (and its model reported)
     overrides = [f"output.dir={run_dir}", f"train.max_minutes={minutes}", "data.source=files",
                  f"data.train_files={train_file}", "data.format=jsonl", "train.eval_every=100000",
                  "train.save_every=100000", *extra]

@@ -23,6 +23,8 @@ down_proj); `freeze_encoder: true` trains the head only (a linear probe); `compa
 same architecture from random weights with the same settings and reports both. `warm_start: {shrink, perturb}`
 shrinks the pretrained encoder's matrices and adds a fraction of a fresh init before full fine-tuning (see
 `WarmStartSection`; the finetune-classification recipe turns it on; the scratch baseline gets the same).
+`linear_probe: {epochs, lr}` fits the new head on the frozen encoder before full fine-tuning (LP-FT, see
+`LinearProbeSection`; off by default, the scratch baseline gets the same).
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
 its tokenizer; LoRA weights merged in), `scratch/model/` with `compare_scratch`.
@@ -139,6 +141,19 @@ class WarmStartSection:
 
 
 @dataclass
+class LinearProbeSection:
+    """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"):
+    before full fine-tuning, train only the new head for `epochs` on the frozen encoder, then fine-tune everything
+    from there. A random head's large, noisy gradients flow back into the encoder in the first steps and
+    overwrite the pretrained features before the head can use them; a head already fitted to the features sends
+    back small, useful ones. epochs 0 turns it off. The `compare_scratch` run gets the same two stages (there the
+    first fits a head to random features, which changes little). Skipped with freeze_encoder or lora."""
+
+    epochs: float = ranged(0.0, low=0.0)
+    lr: float = ranged(3.0e-3, low=0.0, low_open=True)
+
+
+@dataclass
 class FinetuneOutputSection:
     dir: str = "runs/finetune"
     progress_bar: bool = True
@@ -157,6 +172,7 @@ class FinetuneRecipe(SerializableRecipe):
     compare_scratch: bool = False
     lora: LoraSection | None = None
     warm_start: WarmStartSection = field(default_factory=WarmStartSection)
+    linear_probe: LinearProbeSection = field(default_factory=LinearProbeSection)
     data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
     train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
     output: FinetuneOutputSection = field(default_factory=FinetuneOutputSection)
@@ -505,10 +521,44 @@ def shrink_and_perturb(model, fresh, shrink: float, perturb: float) -> int:
     return changed
 
 
-def freeze_encoder(model) -> None:
-    """Linear probe: only the layers outside the base model (head, classifier) train."""
+def freeze_encoder(model, frozen: bool = True) -> None:
+    """Linear probe: only the layers outside the base model (head, classifier) train (frozen=False undoes it)."""
     for parameter in getattr(model, model.base_model_prefix).parameters():
-        parameter.requires_grad = False
+        parameter.requires_grad = not frozen
+
+
+def fit_head_first(recipe: FinetuneRecipe, model, train_dataset, tokenizer, out: Path) -> dict:
+    """The LP stage of LP-FT (see LinearProbeSection): the head trains alone on the frozen encoder, at the probe's
+    lr with a constant schedule, for linear_probe.epochs; then the encoder is unfrozen. Returns its stats."""
+    from transformers import Trainer, TrainingArguments
+
+    probe, train = recipe.linear_probe, recipe.train
+    freeze_encoder(model)
+    arguments = TrainingArguments(
+        output_dir=str(out / "linear-probe"),
+        eval_strategy="no",
+        save_strategy="no",  # nothing to choose between: the full fine-tuning that follows is what gets evaluated
+        learning_rate=probe.lr,
+        lr_scheduler_type="constant",
+        num_train_epochs=probe.epochs,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=0.0,
+        seed=train.seed,
+        logging_steps=train.logging_steps,
+        report_to="none",
+        disable_tqdm=not recipe.output.progress_bar,
+        remove_unused_columns=False,
+        **resolve_precision(train.precision),
+    )
+    trainer = Trainer(model=model, args=arguments, train_dataset=train_dataset, processing_class=tokenizer,
+                      data_collator=collator_for(recipe.task, tokenizer))
+    started = time.perf_counter()
+    output = trainer.train()
+    freeze_encoder(model, frozen=False)
+    shutil.rmtree(out / "linear-probe", ignore_errors=True)
+    return {"epochs": probe.epochs, "steps": output.global_step, "train_loss": float(output.training_loss),
+            "train_minutes": (time.perf_counter() - started) / 60}
 
 
 def head_module_names(model) -> list[str]:
@@ -700,6 +750,11 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
     keep = model_input_names(model)
     tokenize = tokenize_tagging if recipe.task == "token-classification" else tokenize_classification
     encoded = tokenize(splits, tokenizer, scheme, recipe.data, recipe.train.max_length, keep)
+    probe_stage = None
+    if full_fine_tuning and recipe.linear_probe.epochs > 0:
+        probe_stage = fit_head_first(recipe, model, encoded["train"], tokenizer, out)
+        announce(f"{label}: head fitted on the frozen encoder first ({probe_stage['steps']} steps, "
+                 f"train loss {probe_stage['train_loss']:.3f}), now fine-tuning all weights")
     metric = main_metric(recipe, scheme)
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience)]
@@ -727,6 +782,8 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
         "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
     }
+    if probe_stage:
+        result["linear_probe"] = probe_stage
     trainer.remove_callback(EarlyStoppingCallback)  # it would look for eval_<metric> among the test scores
     if "test" in encoded:
         result["test"] = clean_scores(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
@@ -790,10 +847,12 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
         "model": recipe.model,
         "model_path": model_path,
         "dataset": dataset_description(recipe.data),
+        "train_examples": len(splits["train"]),
         "label_names": scheme.names,
         "main_metric": main_metric(recipe, scheme),
         "freeze_encoder": recipe.freeze_encoder,
         "warm_start": dataclasses.asdict(recipe.warm_start),
+        "linear_probe": dataclasses.asdict(recipe.linear_probe),
         "lora": dataclasses.asdict(recipe.lora) if recipe.lora else None,
         "runs": runs,
         "model_dir": str(out / "model"),

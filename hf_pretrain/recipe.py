@@ -38,6 +38,12 @@ class ModelSection:
     init_from: str | None = None  # continue pretraining from a checkpoint: a local path or a Hub id
     attn_implementation: str = choice("sdpa", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
     config: dict = field(default_factory=dict)
+    # How a new model's token embeddings start. random: the config's init. spectral: rows from a truncated SVD of
+    # the training corpus's TF-IDF document-token matrix (hf_pretrain.data.spectral; seconds of CPU, before step 1),
+    # so which tokens share documents is known from the first step. Text objectives only; not with init_from.
+    embedding_init: str = choice("random", "random", "spectral")
+    embedding_init_max_documents: int = ranged(200_000, low=1)  # documents (packed-row pieces) the SVD reads
+    embedding_init_power: float = ranged(1.0, low=0.0, high=1.0)  # rows = V * S**power (token loadings)
 
 
 @dataclass
@@ -345,6 +351,16 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError("data.source='hub' needs data.hub_dataset (a Hub dataset id).")
     if train.warmup >= 1 and train.warmup != int(train.warmup):
         raise RecipeError(f"train.warmup={train.warmup} is not allowed; use a fraction < 1 or a whole number of steps.")
+    if recipe.model.embedding_init == "spectral" and recipe.model.init_from:
+        raise RecipeError(
+            f"model.embedding_init='spectral' with model.init_from={recipe.model.init_from!r}: a loaded checkpoint "
+            "keeps its own trained embeddings; use embedding_init=random (the default) to continue pretraining."
+        )
+    if recipe.model.embedding_init == "spectral" and recipe.objective == "dae-features":
+        raise RecipeError(
+            "model.embedding_init='spectral' is for text objectives (mlm, dae): objective 'dae-features' reads "
+            "float vectors and has no token embeddings; use embedding_init=random."
+        )
     check_sections_fit_objective(recipe)
 
 

@@ -179,6 +179,27 @@ def test_freeze_encoder_trains_only_the_head(encoder_dir, sentiment_files, tmp_p
     assert not torch.equal(after["classifier.weight"], torch.zeros_like(after["classifier.weight"]))
 
 
+def test_linear_probe_first_fits_the_head_on_the_frozen_encoder_for_both_runs(encoder_dir, sentiment_files, tmp_path):
+    train, _ = sentiment_files  # 240 rows, 24 of them held out for validation: 216 train
+    # The full fine-tuning stage takes one step at lr 1e-9, so what the weights show is the probe stage's work.
+    common = [f"model={encoder_dir}", "data.source=files", f"data.train_files={train}", "compare_scratch=true",
+              "train.max_steps=1", "train.lr=1e-9", "train.warmup=0", "train.batch_size=32", *QUIET]
+    plain, probed = tmp_path / "plain", tmp_path / "probed"
+    finetune("finetune-classification", [*common, f"output.dir={plain}"])
+    result = finetune("finetune-classification",
+                      [*common, f"output.dir={probed}", "linear_probe.epochs=2", "linear_probe.lr=0.05"])
+    assert read_metrics(probed)["linear_probe"] == {"epochs": 2.0, "lr": 0.05}
+    for run, folder in (("pretrained", ""), ("scratch", "scratch")):
+        stage = result["runs"][run]["linear_probe"]
+        assert stage["steps"] == 2 * 7 and stage["train_loss"] > 0  # ceil(216 / 32) steps per epoch
+        before, after = safetensors_state(plain / folder / "model"), safetensors_state(probed / folder / "model")
+        # The same seed gave both runs the same head init; only the probe stage moved it, and only the head.
+        assert (after["classifier.weight"] - before["classifier.weight"]).abs().max() > 1e-2
+        encoder = [k for k in after if k.startswith("model.")]
+        assert encoder and all(torch.allclose(before[k], after[k], atol=1e-6) for k in encoder)
+    assert "linear_probe" not in read_metrics(plain)["runs"]["pretrained"]
+
+
 def test_shrink_and_perturb_changes_only_the_encoder_matrices(encoder_dir):
     from hf_pretrain.finetune import LabelScheme, build_model, shrink_and_perturb
 

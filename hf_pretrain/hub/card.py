@@ -320,6 +320,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         finetune_task=(finetune_metrics or {}).get("task", ""),
         finetune_dataset=((finetune_metrics or {}).get("dataset") or {}).get("name", ""),
         finetune_split=finetune_split,
+        finetune_train_examples=(finetune_metrics or {}).get("train_examples"),
         scale_note=(f"This is a small model ({human_count(parameters)} parameters, {summary.get('tokens', 0):,} "
                     f"training {token_word}): a research and teaching artifact and a starting point for fine-tuning "
                     f"on {trained_on}, not a general-purpose {kind}."),

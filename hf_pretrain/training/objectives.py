@@ -16,6 +16,7 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..recipe import Recipe, RecipeError
@@ -43,6 +44,25 @@ def model_config_from_recipe(config_class, recipe: Recipe, **fixed):
 def vocab_rows(tokenizer) -> int:
     """Embedding rows: the tokenizer's size rounded up to a multiple of 64 (aligned GEMM tiles)."""
     return int(math.ceil(len(tokenizer) / 64) * 64)
+
+
+def apply_embedding_init(model, recipe: Recipe, tokenizer, segments, announce) -> None:
+    """model.embedding_init=spectral: token embedding rows from the corpus's TF-IDF SVD (data/spectral.py).
+    `segments` iterates the training documents as token-id arrays. Every rank computes the same rows (the SVD
+    is seeded), so no broadcast is needed."""
+    if recipe.model.embedding_init != "spectral" or recipe.model.init_from:
+        return
+    from ..data.spectral import default_ignore_ids, initialize_token_embeddings
+
+    report = initialize_token_embeddings(
+        model.get_input_embeddings(),
+        segments,
+        ignore_ids=default_ignore_ids(tokenizer),
+        seed=recipe.train.seed,
+        max_segments=recipe.model.embedding_init_max_documents,
+        eigenvalue_power=recipe.model.embedding_init_power,
+    )
+    announce(report.summary())
 
 
 # ----------------------------------------------------------------------------------------------- text and tokens
@@ -175,6 +195,7 @@ class MaskedLMObjective:
                 recipe, train_texts, eval_texts, word_starts, accelerator, announce
             )
         self.model = self.build_model(PretrainEncoderConfig)
+        apply_embedding_init(self.model, recipe, self.tokenizer, self.training_documents(train_texts), announce)
         masking = recipe.masking
         collator_settings = dict(
             mlm_probability=masking.mlm_probability,
@@ -194,6 +215,21 @@ class MaskedLMObjective:
         return prepare_splits(
             pack_dataset, train_texts, eval_texts, self.tokenizer, accelerator, announce,
             block_size=recipe.data.block_size, num_proc=recipe.data.num_proc, with_word_starts=word_starts,
+        )
+
+    def training_documents(self, train_texts):
+        """The training documents as token-id arrays: the pieces of the packed rows (a stream's first documents,
+        tokenized again, when the corpus is streamed)."""
+        from ..data.spectral import segments_of_packed_rows
+
+        if self.streaming:
+            limit = self.recipe.model.embedding_init_max_documents
+            texts = (row["text"] for row in itertools.islice(train_texts, limit))
+            return (np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+        return (
+            segment
+            for chunk in self.train_dataset.with_format("numpy").iter(batch_size=1024)
+            for segment in segments_of_packed_rows(chunk["input_ids"], chunk["position_ids"])
         )
 
     def build_model(self, config_class):
@@ -299,6 +335,10 @@ class DenoisingObjective:
             self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
         )
         self.model = self.build_model(PretrainDAEConfig)
+        documents = (  # one document per row, variable lengths; read in chunks, not the whole column at once
+            np.asarray(ids) for chunk in self.train_dataset.iter(batch_size=1024) for ids in chunk["input_ids"]
+        )
+        apply_embedding_init(self.model, recipe, self.tokenizer, documents, announce)
         start = self.model.config.decoder_start_token_id
         self.train_collator = DenoisingCollator.from_tokenizer(
             self.tokenizer, noise, seed=recipe.train.seed, decoder_start_token_id=start

@@ -89,3 +89,25 @@ def test_several_non_finite_steps_in_a_row_stop_the_run_with_the_last_good_check
     good = find_resumable_checkpoint(tmp_path / "run")
     assert good is not None and good.name == "step-00000004"
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize("objective", ["mlm", "mlm-streaming", "dae"])
+def test_spectral_embedding_init_sets_the_rows_of_corpus_tokens_before_step_one(tmp_path, objective):
+    def embeddings(embedding_init):
+        recipe = tiny_recipe(tmp_path / f"{objective}-{embedding_init}")
+        recipe.objective = objective.removesuffix("-streaming")
+        recipe.data.streaming = objective.endswith("-streaming")
+        recipe.model.embedding_init = embedding_init
+        messages = []
+        run = Pretraining(recipe, announce=messages.append)
+        weight = run.accelerator.unwrap_model(run.model).get_input_embeddings().weight.detach().clone()
+        return weight, run.objective.tokenizer, messages
+
+    random_rows, tokenizer, _ = embeddings("random")
+    spectral_rows, _, messages = embeddings("spectral")
+    assert any(m.startswith("spectral token embeddings: TF-IDF SVD of") for m in messages)
+    changed = (spectral_rows != random_rows).any(dim=1)
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    assert not changed[special].any()  # [CLS], [SEP], [PAD], [MASK] keep their random rows
+    assert changed.sum() > 0.5 * len(tokenizer)  # most of the vocabulary occurs in 120 docstrings of a 256-token BPE
+    assert float(spectral_rows[changed].std()) == pytest.approx(float(random_rows[changed].std()), rel=1e-3)

@@ -214,6 +214,23 @@ def test_recipe_errors_stop_before_any_work(tmp_path, tiny_recipe):
     result = run_cli(tmp_path, "pretrain", str(tiny_recipe), "model.config.norm_type=batch", check=False)
     assert result.returncode == 2 and "norm_type='batch' is not allowed" in result.stderr
     assert not (tmp_path / "cache").exists()  # no tokenization happened
+    result = run_cli(tmp_path, "pretrain", str(tiny_recipe), "model.embedding_init=spectral",
+                     "model.init_from=some/checkpoint", check=False)
+    assert result.returncode == 2 and "model.embedding_init='spectral' with model.init_from='some/checkpoint'" in result.stderr
+    result = run_cli(tmp_path, "quickstart", "--labeled-examples", "-3", f"--out={tmp_path / 'qs'}", check=False)
+    assert result.returncode != 0 and "--labeled-examples=-3 is not allowed" in result.stderr
+    assert not (tmp_path / "qs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_quickstart_table_names_the_label_budget_and_the_gain():
+    from hf_pretrain.cli import quickstart_table
+
+    tuned = {"train_examples": 256, "runs": {"pretrained": {"test": {"accuracy": 0.74, "f1": 0.73}},
+                                             "scratch": {"test": {"accuracy": 0.652, "f1": 0.64}}}}
+    pretraining = {"minutes": 3.0, "tokens": 925_696, "run_dir": "runs/quickstart"}
+    table = quickstart_table(pretraining, tuned, Path("runs/quickstart/final"))
+    assert "(256 labeled training examples)" in table
+    assert "74.0%" in table and "65.2%" in table and "+8.8 points" in table
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
