@@ -46,9 +46,10 @@ def vocab_rows(tokenizer) -> int:
     return int(math.ceil(len(tokenizer) / 64) * 64)
 
 
-def apply_embedding_init(model, recipe: Recipe, tokenizer, segments, announce) -> None:
+def apply_embedding_init(model, recipe: Recipe, tokenizer, documents, announce) -> None:
     """model.embedding_init=spectral: token embedding rows from the corpus's TF-IDF SVD (data/spectral.py).
-    `segments` iterates the training documents as token-id arrays. Every rank computes the same rows (the SVD
+    `documents()` returns an iterator over the training documents as token-id arrays (called only when the
+    recipe asks for spectral rows, so a random init reads nothing). Every rank computes the same rows (the SVD
     is seeded), so no broadcast is needed."""
     if recipe.model.embedding_init != "spectral" or recipe.model.init_from:
         return
@@ -56,7 +57,7 @@ def apply_embedding_init(model, recipe: Recipe, tokenizer, segments, announce) -
 
     report = initialize_token_embeddings(
         model.get_input_embeddings(),
-        segments,
+        documents(),
         ignore_ids=default_ignore_ids(tokenizer),
         seed=recipe.train.seed,
         max_segments=recipe.model.embedding_init_max_documents,
@@ -195,7 +196,9 @@ class MaskedLMObjective:
                 recipe, train_texts, eval_texts, word_starts, accelerator, announce
             )
         self.model = self.build_model(PretrainEncoderConfig)
-        apply_embedding_init(self.model, recipe, self.tokenizer, self.training_documents(train_texts), announce)
+        apply_embedding_init(
+            self.model, recipe, self.tokenizer, lambda: self.training_documents(train_texts), announce
+        )
         masking = recipe.masking
         collator_settings = dict(
             mlm_probability=masking.mlm_probability,
@@ -335,10 +338,7 @@ class DenoisingObjective:
             self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
         )
         self.model = self.build_model(PretrainDAEConfig)
-        documents = (  # one document per row, variable lengths; read in chunks, not the whole column at once
-            np.asarray(ids) for chunk in self.train_dataset.iter(batch_size=1024) for ids in chunk["input_ids"]
-        )
-        apply_embedding_init(self.model, recipe, self.tokenizer, documents, announce)
+        apply_embedding_init(self.model, recipe, self.tokenizer, self.training_documents, announce)
         start = self.model.config.decoder_start_token_id
         self.train_collator = DenoisingCollator.from_tokenizer(
             self.tokenizer, noise, seed=recipe.train.seed, decoder_start_token_id=start
@@ -369,6 +369,11 @@ class DenoisingObjective:
             eos_token_id=tokenizer.sep_token_id,
         )
         return PretrainDAEForDenoising(config)
+
+    def training_documents(self):
+        """The training documents as token-id arrays: one per row, variable lengths, read in chunks (not the
+        whole column at once)."""
+        return (np.asarray(ids) for chunk in self.train_dataset.iter(batch_size=1024) for ids in chunk["input_ids"])
 
     def set_epoch(self, epoch: int) -> None:
         self.train_collator.set_epoch(epoch)
