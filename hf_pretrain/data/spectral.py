@@ -102,13 +102,12 @@ def spectral_token_embeddings(segments: Iterable[np.ndarray], vocab_size: int, d
     weigh most); 0.5 splits them evenly between documents and tokens, 0 whitens (Levy, Goldberg and Dagan 2015
     prefer 0 or 0.5 for word similarity). For classifying documents of the built-in task with a linear probe on
     mean-pooled embeddings the three measured 88.9%, 87.8%, 87.8% (all labels) and 73.1%, 71.8%, 69.0% (16 per
-    class): 1 is the default. Rows of tokens that never occur are zero. When the corpus has fewer documents or token types
-    than `dim`, the trailing columns are zero."""
+    class): 1 is the default. Rows of tokens that never occur are zero. When the corpus has fewer documents or
+    token types than `dim`, the trailing columns are zero."""
     matrix, document_frequency = tfidf_matrix(segments, vocab_size, ignore_ids)
     seen = document_frequency > 0
     rank = min(dim, *matrix.shape)
-    _, singular_values, token_vectors = randomized_svd(matrix, rank, seed)
-    token_vectors, singular_values = token_vectors[:, :rank], singular_values[:rank]
+    _, singular_values, token_vectors = randomized_svd(matrix, rank, seed)  # (rank,), (vocab, rank)
     embeddings = torch.zeros(vocab_size, dim)
     embeddings[:, :rank] = token_vectors * singular_values.clamp_min(0) ** eigenvalue_power
     embeddings[~torch.from_numpy(seen)] = 0.0

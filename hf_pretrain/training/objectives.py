@@ -221,14 +221,18 @@ class MaskedLMObjective:
         )
 
     def training_documents(self, train_texts):
-        """The training documents as token-id arrays: the pieces of the packed rows (a stream's first documents,
-        tokenized again, when the corpus is streamed)."""
+        """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed
+        again from its start by the same packer (the consumer stops after embedding_init_max_documents)."""
+        from ..data.packing import pack_stream
         from ..data.spectral import segments_of_packed_rows
 
         if self.streaming:
-            limit = self.recipe.model.embedding_init_max_documents
-            texts = (row["text"] for row in itertools.islice(train_texts, limit))
-            return (np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+            blocks = pack_stream(train_texts, self.tokenizer, self.recipe.data.block_size)
+            return (
+                segment
+                for block in blocks
+                for segment in segments_of_packed_rows([block["input_ids"]], [block["position_ids"]])
+            )
         return (
             segment
             for chunk in self.train_dataset.with_format("numpy").iter(batch_size=1024)
