@@ -12,14 +12,19 @@ docstring queries the others by cosine similarity, relevant = same stdlib packag
 
 Contenders (each training gets --minutes of training wall clock):
   (a) ours: the dae-sentence recipe (pooled bottleneck, mean pooling, spectral token embeddings, 2-layer
-      decoder), `pooler_output`.
+      decoder with its own output layer, encoder at 0.1x the lr), `pooler_output`: the token-weighted mean of the
+      encoder states minus the training documents' mean vector (sentence_pooling: weighted_mean).
   (b) TSDAE: sentence-transformers' DenoisingAutoEncoderDataset + DenoisingAutoEncoderLoss (tied encoder/decoder)
       on a random BERT of equal encoder size (hidden 256, 4 layers, 4 heads, intermediate 1024) with OUR tokenizer
       (from (a)), models.Transformer + Pooling cls, SentenceTransformerTrainer stopped by a time-budget callback.
       Noise: the 60% word deletion of `DenoisingAutoEncoderDataset.delete`, with NLTK's Treebank word tokenizer
       instead of `word_tokenize` (which needs the punkt data download; the word split is the same for one sentence).
-  (c) the (a) architecture with random weights (pooler_output).
+  (c) the (a) architecture with random weights (pooler_output: a plain mean, no corpus statistics).
   (d) mlm-tiny recipe, same budget, mean-pooled last hidden states.
+  (e) (a) without its training steps: the same recipe's spectral embeddings, token weights and centre on a model
+      that never trained: what the closed-form statistics give before any denoising.
+Every contender's MAP is also shown after subtracting its own mean training-document vector ("centred"), the
+post-processing (a) has built in, so the comparison does not hinge on it.
 Throughput: encoder input tokens (non-padding tokens of the corrupted text) per second of training, for (a) and (b).
 """
 
@@ -50,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/bench_dae_sentence")
     parser.add_argument("--quick", action="store_true", help="0.5 min per training, 600 held-out documents")
-    parser.add_argument("--skip", default="", help="comma list of contenders to skip: a,b,c,d")
+    parser.add_argument("--skip", default="", help="comma list of contenders to skip: a,b,c,d,e")
     args = parser.parse_args()
     if args.minutes is None:
         args.minutes = 0.5 if args.quick else 3.0
@@ -85,10 +90,28 @@ def run_recipe(name: str, run_dir: Path, train_file: Path, minutes: float, extra
     return Pretraining(load_recipe(name, overrides)).run()
 
 
-def score(vectors, groups) -> float:
+def score(vectors, groups, train_vectors=None) -> dict:
+    """MAP of the vectors as given, and (with the same contender's training-document vectors) after subtracting
+    their mean."""
     from hf_pretrain.hub.retrieval import retrieval_map
 
-    return retrieval_map(vectors, groups)
+    result = {"map": retrieval_map(vectors, groups)}
+    if train_vectors is not None:
+        result["map_centred"] = retrieval_map(np.asarray(vectors) - np.asarray(train_vectors).mean(axis=0), groups)
+    return result
+
+
+def untrained_recipe_model(run_dir: Path, train_file: Path):
+    """(e): the dae-sentence recipe's model with its corpus statistics (spectral embeddings, token weights,
+    centre) and no training step."""
+    from hf_pretrain.recipe import load_recipe
+    from hf_pretrain.training.loop import Pretraining
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    overrides = [f"output.dir={run_dir}", "data.source=files", f"data.train_files={train_file}", "data.format=jsonl"]
+    objective = Pretraining(load_recipe("dae-sentence", overrides)).objective
+    objective.finish_training(objective.model)
+    return objective.model.base_model.eval(), objective.tokenizer
 
 
 def train_tsdae(args, tokenizer_dir: Path, train_texts, out: Path) -> tuple[object, dict]:
@@ -187,8 +210,14 @@ def main() -> None:
         results["a"] = {"tokens_per_s": summary["tokens"] / (summary["minutes"] * 60), "steps": summary["steps"],
                         "final_eval": summary.get("final_eval")}
     model, tokenizer = load_feature_model(str(dae_dir))
+
+    def evaluate(model, tokenizer, pooling: str) -> dict:
+        """Scores of one model: its held-out vectors, centred with its own training-document vectors."""
+        held_out = embed_texts(model, tokenizer, eval_texts, pooling=pooling)
+        return score(held_out, eval_groups, embed_texts(model, tokenizer, train_texts, pooling=pooling))
+
     if "a" in results:
-        results["a"]["map"] = score(embed_texts(model, tokenizer, eval_texts, pooling="pooler"), eval_groups)
+        results["a"].update(evaluate(model, tokenizer, "pooler"))
         print("(a)", results["a"], flush=True)
 
     if "c" not in skip:
@@ -196,31 +225,37 @@ def main() -> None:
 
         torch.manual_seed(args.seed)
         random_model = AutoModel.from_config(model.config, trust_remote_code=True).eval()
-        results["c"] = {"map": score(embed_texts(random_model, tokenizer, eval_texts, pooling="pooler"), eval_groups)}
+        results["c"] = evaluate(random_model, tokenizer, "pooler")
         print("(c)", results["c"], flush=True)
+
+    if "e" not in skip:
+        untrained, untrained_tokenizer = untrained_recipe_model(work / "untrained", train_file)
+        results["e"] = evaluate(untrained, untrained_tokenizer, "pooler")
+        print("(e)", results["e"], flush=True)
 
     if "b" not in skip:
         st_model, timing = train_tsdae(args, dae_dir / "final", train_texts, work / "tsdae")
         vectors = st_model.encode(eval_texts, batch_size=32)
         results["b"] = {"tokens_per_s": timing["tokens"] / timing["seconds"], "steps": timing["steps"],
-                        "map": score(vectors, eval_groups)}
+                        **score(vectors, eval_groups, st_model.encode(train_texts, batch_size=32))}
         print("(b)", results["b"], flush=True)
 
     if "d" not in skip:
         run_recipe("mlm-tiny", work / "mlm", train_file, args.minutes)
         mlm, mlm_tokenizer = load_feature_model(str(work / "mlm"))
-        results["d"] = {"map": score(embed_texts(mlm, mlm_tokenizer, eval_texts, pooling="mean"), eval_groups)}
+        results["d"] = evaluate(mlm, mlm_tokenizer, "mean")
         print("(d)", results["d"], flush=True)
 
     names = {"a": "ours: dae-sentence (pooler)", "b": "sentence-transformers TSDAE (cls)",
-             "c": "untrained DAE (pooler)", "d": "mlm-tiny (mean pooling)"}
+             "c": "untrained DAE, random init (pooler)", "d": "mlm-tiny (mean pooling)",
+             "e": "(a) before any training step"}
     print(f"\nretrieval MAP on {len(eval_texts)} held-out docstrings (relevant = same package), "
           f"{args.minutes} min training each")
-    for key in "abcd":
+    for key in "abcde":
         if key in results:
             r = results[key]
             speed = f"  {r['tokens_per_s']:8,.0f} tok/s  ({r['steps']} steps)" if "tokens_per_s" in r else ""
-            print(f"  ({key}) {names[key]:36s} MAP {r['map']:.4f}{speed}")
+            print(f"  ({key}) {names[key]:38s} MAP {r['map']:.4f}  centred {r['map_centred']:.4f}{speed}")
     if "a" in results and "b" in results:
         print(f"  ours / TSDAE: MAP x{results['a']['map'] / results['b']['map']:.3f}, "
               f"throughput x{results['a']['tokens_per_s'] / results['b']['tokens_per_s']:.2f}")

@@ -129,6 +129,8 @@ class TrainSection:
     batch_size: int = ranged(32, low=1)  # per process, per micro-step
     grad_accum: int = ranged(1, low=1)
     lr: float = ranged(1e-3, low=0.0, low_open=True)
+    # Denoising autoencoders: the encoder's lr is lr x this; the decoder and an untied output layer get lr itself.
+    encoder_lr_scale: float = ranged(1.0, low=0.0, low_open=True)
     weight_decay: float = ranged(0.01, low=0.0)
     beta1: float = ranged(0.9, low=0.0, high=1.0)
     beta2: float = ranged(0.98, low=0.0, high=1.0)
@@ -360,6 +362,12 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(
             "model.embedding_init='spectral' is for text objectives (mlm, dae): objective 'dae-features' reads "
             "float vectors and has no token embeddings; use embedding_init=random."
+        )
+    if train.encoder_lr_scale != 1.0 and recipe.objective not in ("dae", "dae-features"):
+        raise RecipeError(
+            f"train.encoder_lr_scale={train.encoder_lr_scale} is for the denoising autoencoders (objective dae or "
+            f"dae-features), whose encoder and decoder can learn at different rates; objective "
+            f"{recipe.objective!r} trains one stack at train.lr. Remove it, or set it to 1."
         )
     check_sections_fit_objective(recipe)
 

@@ -61,6 +61,8 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
         ({"train": {"max_steps": None, "max_minutes": None, "max_tokens": None}}, "set a budget"),
         ({"masking": {"mask_replace_prob": 0.9, "random_replace_prob": 0.2}}, "is more than 1"),
         ({"train": "fast"}, "train must be a mapping"),
+        ({"train": {"encoder_lr_scale": 0.1}}, "train.encoder_lr_scale=0.1 is for the denoising autoencoders"),
+        ({"train": {"encoder_lr_scale": 0}}, "train.encoder_lr_scale=0.0 is not allowed; it must be > 0.0"),
     ],
 )
 def test_bad_recipes_fail_with_the_key_the_value_and_what_is_allowed(data, message):

@@ -205,7 +205,9 @@ def embedding_advice(model_type: str) -> tuple[str, str]:
         return ("use `pooler_output`, the bottleneck vector the decoder rebuilds the input from.",
                 "vectors = outputs.pooler_output  # (batch, hidden)")
     if model_type == "hf_pretrain_dae":
-        return ("use `pooler_output`, the bottleneck vector the decoder was trained to reconstruct the text from.",
+        return ("use `pooler_output`: the bottleneck vector the decoder was trained to reconstruct the text from, or "
+                "with `sentence_pooling: weighted_mean` in config.json a frequency-weighted mean of the same encoder "
+                "states minus the pretraining corpus's mean vector (statistics saved with the weights).",
                 "vectors = outputs.pooler_output  # (batch, hidden)")
     return ("average the last hidden states over real tokens (mean pooling); the first token is not trained to "
             "summarize the text during pretraining.",

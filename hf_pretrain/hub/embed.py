@@ -5,7 +5,8 @@ Pooling (how token states become one vector per text):
              encoders, whose first token is never trained to summarize the sentence.
 * `cls`    — the first token's last hidden state ([CLS] / <s>); meaningful after fine-tuning with cls pooling.
 * `pooler` — the model's `pooler_output`. For a denoising autoencoder this is the bottleneck vector its decoder
-             reconstructs the sentence from (TSDAE style), the vector it was trained to produce: the default there.
+             reconstructs the sentence from (TSDAE style), or with `sentence_pooling="weighted_mean"` a frequency-
+             weighted mean of the same encoder states, centred on the training corpus: the default there.
 * `auto`   — `pooler` for a denoising autoencoder, `mean` otherwise.
 
 `pipeline("feature-extraction", model=FOLDER, trust_remote_code=True)` also works on both families: it returns the

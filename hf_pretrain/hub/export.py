@@ -65,7 +65,7 @@ def save_model(final: Path, out: Path, model_type: str, encoder_only: bool) -> N
         from .retrieval import write_sentence_transformers_config
 
         # The pooled sentence vector is the point of a TSDAE-style model: make it load in sentence-transformers.
-        write_sentence_transformers_config(out, model.config.pooling)
+        write_sentence_transformers_config(out)
 
 
 def copy_tokenizer(final: Path, out: Path) -> None:

@@ -1,13 +1,12 @@
 """Sentence-embedding helpers for the denoising-autoencoder family: sentence-transformers loading files and a
 retrieval check.
 
-* `write_sentence_transformers_config(folder, pooling)` writes the files that make a saved `PretrainDAEModel` /
+* `write_sentence_transformers_config(folder)` writes the files that make a saved `PretrainDAEModel` /
   `PretrainDAEForDenoising` folder loadable by `SentenceTransformer(folder, trust_remote_code=True)` with the
-  same vectors as our `pooler_output`. The autoencoder's base model, called without decoder inputs, returns
-  `last_hidden_state=None` (no decoder ran) and the encoder's states as `encoder_last_hidden_state`, so the
-  Transformer module is told to read that field, and a Pooling module applies the autoencoder's own pooling
-  (`cls`: the first token's final-normed encoder state; `mean`: the mask-weighted mean), which is exactly how
-  `pooler_output` is computed (`pool_sequence`). Written in the format of sentence-transformers >= 5 (the
+  same vectors as our `pooler_output`. The one module is sentence-transformers' Transformer module told to read the
+  model's `pooler_output` as the sentence embedding: whatever the model's pooling (cls, mean, or the weighted and
+  centred `sentence_pooling="weighted_mean"`), sentence-transformers returns exactly that vector, with no Pooling
+  module that would have to re-implement it. Written in the format of sentence-transformers >= 5 (the
   `modality_config` of the Transformer module; tested with 6.2).
 * `retrieval_map(embeddings, groups)`: mean average precision where every document queries all the others by
   cosine similarity and the relevant ones share its group (e.g. the stdlib package of a docstring).
@@ -20,43 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
-ST_POOLINGS = ("cls", "mean")
 ST_TRANSFORMER_TYPE = "sentence_transformers.base.modules.transformer.Transformer"
-ST_POOLING_TYPE = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
 
 
-def write_sentence_transformers_config(folder: str | Path, pooling: str, embedding_dimension: int | None = None,
-                                       similarity: str = "cosine") -> Path:
-    """Write modules.json, sentence_bert_config.json, 1_Pooling/config.json and config_sentence_transformers.json
-    into a saved autoencoder folder (config.json + weights + tokenizer already there). `pooling` is the model's
-    `config.pooling` ("cls" or "mean"); `embedding_dimension` defaults to the folder's `hidden_size`."""
+def write_sentence_transformers_config(folder: str | Path, similarity: str = "cosine") -> Path:
+    """Write modules.json, sentence_bert_config.json and config_sentence_transformers.json into a saved
+    autoencoder folder (config.json + weights + tokenizer already there)."""
     folder = Path(folder)
-    if pooling not in ST_POOLINGS:
-        raise ValueError(f"pooling={pooling!r} is not allowed; choose one of {', '.join(ST_POOLINGS)}.")
-    if embedding_dimension is None:
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file} does not exist: save the model first, or pass embedding_dimension.")
-        embedding_dimension = int(json.loads(config_file.read_text(encoding="utf-8"))["hidden_size"])
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder / 'config.json'} does not exist: save the model into {folder} first.")
 
     def dump(path: Path, data) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
-    dump(folder / "modules.json", [
-        {"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER_TYPE},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING_TYPE},
-    ])
+    dump(folder / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER_TYPE}])
     dump(folder / "sentence_bert_config.json", {
         "transformer_task": "feature-extraction",
-        # Without decoder inputs only the encoder runs: its states are `encoder_last_hidden_state`.
-        "modality_config": {"text": {"method": "forward", "method_output_name": "encoder_last_hidden_state"}},
-        "module_output_name": "token_embeddings",
-    })
-    dump(folder / "1_Pooling" / "config.json", {
-        "embedding_dimension": embedding_dimension,
-        "pooling_mode": pooling,
-        "include_prompt": True,
+        # Without decoder inputs only the encoder runs; `pooler_output` is the model's own sentence embedding.
+        "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
+        "module_output_name": "sentence_embedding",
     })
     dump(folder / "config_sentence_transformers.json", {
         "model_type": "SentenceTransformer",

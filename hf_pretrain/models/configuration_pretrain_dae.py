@@ -24,6 +24,7 @@ from .configuration_pretrain_encoder import (
 )
 
 BOTTLENECK_TYPES = ("pooled", "none")
+SENTENCE_POOLING_TYPES = ("bottleneck", "weighted_mean")
 # The decoder's causal self-attention uses rotary positions only (no absolute table to grow with generation).
 DAE_POSITION_EMBEDDING_TYPES = ("rotary",)
 
@@ -78,8 +79,8 @@ class PretrainDAEConfig(PreTrainedConfig):
 
     The encoder is the masked-LM family's encoder (same fields, same weights layout), so it exports as a
     [`PretrainEncoderConfig`] checkpoint. The decoder is pre-norm: causal self-attention with rotary positions,
-    cross-attention to the bottleneck, MLP. Input embeddings of encoder and decoder and the output projection share
-    one matrix.
+    cross-attention to the bottleneck, MLP. Input embeddings of encoder and decoder share one matrix; the output
+    projection shares it too unless `tie_word_embeddings=False`.
 
     Args (besides the encoder fields documented on [`PretrainEncoderConfig`]):
         decoder_layers (`int`, defaults to 4): decoder blocks. (Named like BART's field so transformers' cache
@@ -90,6 +91,13 @@ class PretrainDAEConfig(PreTrainedConfig):
         pooling (`str`, defaults to `"cls"`): how the sentence vector is pooled from the encoder: `"cls"` (first
             token, TSDAE's default) or `"mean"` (mean over non-padding tokens). The base model always returns it as
             `pooler_output`, whatever the bottleneck.
+        sentence_pooling (`str`, defaults to `"bottleneck"`): what `pooler_output` (the sentence embedding) is.
+            `"bottleneck"` — the pooled vector above, the one the decoder reads. `"weighted_mean"` — a mean of the
+            same encoder states weighted per token by the model's `token_pooling_weights` buffer (all ones until
+            set; the `dae-sentence` recipe sets smooth inverse frequency weights a / (a + p(token)) from its
+            corpus, Arora, Liang and Ma 2017), needs `input_ids`. Either way the model's `pooled_center` buffer
+            (zeros until set; the recipe sets it to the mean training-document vector at the end of training) is
+            subtracted. Neither changes what the decoder reads, so reconstruction and `generate()` are the same.
         pad_token_id (`int`, defaults to 0), bos_token_id / eos_token_id (`int`, defaults to None): as in
             transformers; generation stops at `eos_token_id`.
         decoder_start_token_id (`int`, defaults to None): first decoder input; labels are shifted right behind it.
@@ -123,6 +131,7 @@ class PretrainDAEConfig(PreTrainedConfig):
     attention_within_documents: bool = True
     bottleneck: Literal["pooled", "none"] = "pooled"
     pooling: Literal["cls", "mean"] = "cls"
+    sentence_pooling: Literal["bottleneck", "weighted_mean"] = "bottleneck"
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -165,6 +174,7 @@ class PretrainDAEConfig(PreTrainedConfig):
         check_choice("position_embedding_type", self.position_embedding_type, DAE_POSITION_EMBEDDING_TYPES)
         check_choice("bottleneck", self.bottleneck, BOTTLENECK_TYPES)
         check_choice("pooling", self.pooling, POOLING_TYPES)
+        check_choice("sentence_pooling", self.sentence_pooling, SENTENCE_POOLING_TYPES)
         for field in ("hidden_dropout", "attention_dropout"):
             check_probability(field, getattr(self, field))
         for field in ("norm_eps", "rope_theta", "initializer_range"):

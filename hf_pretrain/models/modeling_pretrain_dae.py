@@ -37,8 +37,9 @@ from .modeling_pretrain_encoder import PretrainEncoderModel, pool_sequence, zero
 # --------------------------------------------------------------------------------------------------- outputs
 @dataclass
 class PretrainDAEModelOutput(Seq2SeqModelOutput):
-    """`Seq2SeqModelOutput` plus `pooler_output` (B, C): the pooled sentence vector (the bottleneck with
-    `bottleneck="pooled"`). Without decoder inputs only the encoder runs and `last_hidden_state` is None."""
+    """`Seq2SeqModelOutput` plus `pooler_output` (B, C): the sentence embedding (by default the pooled bottleneck
+    vector; see `sentence_pooling` on the config). Without decoder inputs only the encoder runs and
+    `last_hidden_state` is None."""
 
     pooler_output: torch.FloatTensor | None = None
 
@@ -148,6 +149,9 @@ class PretrainDAEPreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, module.compute_inv_freq())
         elif isinstance(module, PretrainDAEForFeatureReconstruction):
             normal(module.summary_embedding, std)
+        elif isinstance(module, PretrainDAEModel):
+            init.ones_(module.token_pooling_weights)
+            init.zeros_(module.pooled_center)
 
     def export_encoder(self, save_dir: str | os.PathLike) -> PretrainEncoderModel:
         """Write the encoder as a masked-LM family checkpoint (config + weights + code) and return it.
@@ -267,6 +271,10 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
         # The masked-LM encoder module itself, built from this config (it reads only the shared encoder fields).
         self.encoder = PretrainEncoderModel(config)
         self.decoder = PretrainDAEDecoder(config)
+        # Sentence-embedding statistics of the training corpus (see `sentence_pooling` on the config); saved with
+        # the weights. Per-token pooling weights (V,) and the vector subtracted from every embedding (C,).
+        self.register_buffer("token_pooling_weights", torch.ones(config.vocab_size))
+        self.register_buffer("pooled_center", torch.zeros(config.hidden_size))
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -279,8 +287,30 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
         return self.encoder
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Sentence embeddings (B, C): the pooled encoder output the decoder is trained to reconstruct from."""
+        """Sentence embeddings (B, C): `pooler_output` (see `sentence_pooling` on the config)."""
         return self(input_ids, attention_mask=attention_mask).pooler_output
+
+    def sentence_embedding(
+        self,
+        encoder_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        bottleneck_vector: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """`pooler_output` (B, C) from the encoder states (B, S, C); None for `sentence_pooling="weighted_mean"`
+        without `input_ids` (generation passes only encoder outputs, and needs no sentence embedding)."""
+        if self.config.sentence_pooling == "bottleneck":
+            vector = bottleneck_vector
+        elif input_ids is None:
+            return None
+        else:
+            weights = self.token_pooling_weights[input_ids].to(encoder_states.dtype)  # (B, S)
+            if attention_mask is not None:
+                weights = weights * attention_mask.to(encoder_states.dtype)
+            vector = (encoder_states * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(
+                min=1e-6
+            )
+        return vector - self.pooled_center.to(vector.dtype)
 
     def forward(
         self,
@@ -324,6 +354,7 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
             )
         encoder_outputs = as_encoder_output(encoder_outputs)
         memory, memory_mask, pooled = bottleneck_memory(self.config, encoder_outputs.last_hidden_state, attention_mask)
+        sentence_vector = self.sentence_embedding(encoder_outputs.last_hidden_state, attention_mask, input_ids, pooled)
 
         decoder_outputs = {}
         if decoder_input_ids is not None or decoder_inputs_embeds is not None:
@@ -354,7 +385,7 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
-            pooler_output=pooled,
+            pooler_output=sentence_vector,
         )
         return output if return_dict else output.to_tuple()
 

@@ -49,17 +49,26 @@ def resolve_precision(precision: str) -> str:
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (norm gains, biases and embeddings are not decayed)."""
-    decay, no_decay = [], []
+    """AdamW; weight decay on matrices only (norm gains, biases and embeddings are not decayed). With
+    `train.encoder_lr_scale` != 1 the encoder's parameters (`model.get_encoder()`; with tied embeddings that
+    includes the shared matrix) form their own groups, whose `lr_scale` the loop multiplies the lr by."""
+    train = recipe.train
+    encoder_ids = set()
+    if train.encoder_lr_scale != 1.0:
+        encoder_ids = {id(parameter) for parameter in model.get_encoder().parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_embedding = "embeddings" in name
-        (decay if parameter.ndim >= 2 and not is_embedding else no_decay).append(parameter)
-    train = recipe.train
+        decayed = parameter.ndim >= 2 and "embeddings" not in name
+        groups.setdefault((decayed, id(parameter) in encoder_ids), []).append(parameter)
     groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": train.weight_decay if decayed else 0.0,
+            "lr_scale": train.encoder_lr_scale if in_encoder else 1.0,
+        }
+        for (decayed, in_encoder), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
     ]
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, **extra)
@@ -247,7 +256,7 @@ class Pretraining:
                 train.min_lr_ratio,
             )
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
             # ---- forward + backward over the micro-batches (gradient sync only on the last)
             step_loss = torch.zeros((), device=accelerator.device)
@@ -309,6 +318,9 @@ class Pretraining:
             bar.close()
         if state.last_eval.get("step") != state.step:
             self.evaluate_and_log()
+        finish = getattr(self.objective, "finish_training", None)
+        if finish is not None:  # e.g. corpus statistics of the trained model that are saved with it
+            finish(accelerator.unwrap_model(self.model))
         self.save()
         final_dir = self.write_final()
         accelerator.end_training()

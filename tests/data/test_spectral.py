@@ -117,3 +117,16 @@ def test_initialization_writes_seen_rows_at_the_models_scale_and_keeps_the_rest(
     same.weight.data.copy_(before)
     initialize_token_embeddings(same, documents, ignore_ids=[50], seed=3, max_segments=100)
     assert torch.equal(same.weight, embedding.weight)  # a pure function of the ids and the seed
+
+
+def test_smooth_inverse_frequency_weights_follow_token_shares():
+    from hf_pretrain.data.spectral import SIF_SMOOTHING, smooth_inverse_frequency_weights
+
+    # token 1 in every document (like [CLS]), token 2 three times, tokens 3 and 4 once, 5..7 never
+    documents = [np.array([1, 2, 3]), np.array([1, 2, 2]), np.array([1, 4])]
+    weights = smooth_inverse_frequency_weights(iter(documents), vocab_size=8)
+    shares = np.array([0, 3, 3, 1, 1, 0, 0, 0]) / 8
+    np.testing.assert_allclose(weights.numpy(), SIF_SMOOTHING / (SIF_SMOOTHING + shares), rtol=1e-6)
+    assert weights.dtype == torch.float32
+    assert weights[0] == weights[5] == 1.0  # never seen: full weight
+    assert weights[3] > weights[1]  # rarer counts more

@@ -247,6 +247,49 @@ def test_mean_pooling_and_cross_attention_ignore_encoder_padding():
         torch.testing.assert_close(with_padding.pooler_output, alone.pooler_output, atol=1e-5, rtol=1e-5)
 
 
+def test_weighted_mean_sentence_pooling_reweighs_and_centres_without_touching_the_decoder():
+    plain = make_model(PretrainDAEForDenoising, pooling="mean")
+    weighted = make_model(PretrainDAEForDenoising, pooling="mean", sentence_pooling="weighted_mean")
+    ids, mask, labels = padded_batch()
+    # all-ones weights and a zero centre: exactly the mean-pooled bottleneck
+    torch.testing.assert_close(weighted.model(ids, attention_mask=mask).pooler_output,
+                               plain.model(ids, attention_mask=mask).pooler_output)
+
+    generator = torch.Generator().manual_seed(5)
+    token_weights = torch.rand(VOCAB, generator=generator)
+    centre = torch.randn(32, generator=generator)
+    weighted.model.token_pooling_weights.copy_(token_weights)
+    weighted.model.pooled_center.copy_(centre)
+    out = weighted(ids, attention_mask=mask, labels=labels)
+    states = out.encoder_last_hidden_state  # (B, S, C)
+    row_weights = token_weights[ids] * mask  # (B, S): padding counts zero
+    expected = (states * row_weights[..., None]).sum(1) / row_weights.sum(1, keepdim=True) - centre
+    torch.testing.assert_close(out.pooler_output, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.pooler_output, plain(ids, attention_mask=mask, labels=labels).pooler_output)
+
+    # The decoder still reads the plain mean: same logits, loss and generated tokens as without the statistics.
+    reference = plain(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(out.logits, reference.logits)
+    generated = weighted.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    torch.testing.assert_close(generated, plain.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False))
+    # Without token ids there is nothing to weigh: no sentence vector rather than a differently pooled one.
+    encoder_outputs = weighted.get_encoder()(ids, attention_mask=mask)
+    assert weighted.model(encoder_outputs=encoder_outputs, attention_mask=mask).pooler_output is None
+
+
+def test_sentence_pooling_statistics_are_saved_with_the_weights(tmp_path):
+    model = make_model(PretrainDAEModel, pooling="mean", sentence_pooling="weighted_mean")
+    model.token_pooling_weights.copy_(torch.linspace(0.1, 1.0, VOCAB))
+    model.pooled_center.fill_(0.25)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    torch.testing.assert_close(loaded.token_pooling_weights, model.token_pooling_weights)
+    torch.testing.assert_close(loaded.pooled_center, model.pooled_center)
+    ids, mask, _ = padded_batch()
+    torch.testing.assert_close(loaded(ids, attention_mask=mask).pooler_output,
+                               model(ids, attention_mask=mask).pooler_output)
+
+
 @pytest.mark.parametrize("bottleneck", ["pooled", "none"])
 def test_eager_and_sdpa_agree(bottleneck):
     ids, mask, labels = padded_batch()
@@ -357,6 +400,7 @@ def test_cached_decoder_steps_equal_one_full_pass():
         ("hidden_size", 30, "hidden_size=30 is not allowed with num_attention_heads=4"),
         ("norm_type", "batchnorm", "norm_type='batchnorm' is not allowed"),
         ("attention_dropout", 1.0, "attention_dropout=1.0 is not allowed"),
+        ("sentence_pooling", "max", "sentence_pooling='max' is not allowed"),
     ],
 )
 def test_config_rejects_bad_values_naming_field_value_and_choices(field, value, message):

@@ -1,5 +1,5 @@
 """A saved PretrainDAEModel folder plus `write_sentence_transformers_config` loads with
-`SentenceTransformer(folder, trust_remote_code=True)` and gives our `pooler_output` vectors (cls and mean pooling,
+`SentenceTransformer(folder, trust_remote_code=True)` and gives our `pooler_output` vectors (cls and mean pooling, the weighted and centred sentence pooling,
 base model and denoising head folders)."""
 
 from __future__ import annotations
@@ -31,18 +31,24 @@ TEXTS = sentences(7, seed=3) + ["a", "the parser module returns a value to Alice
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def save_folder(folder: Path, cls, pooling: str) -> Path:
+def save_folder(folder: Path, cls, pooling: str, sentence_pooling: str = "bottleneck") -> Path:
     tokenizer = make_tokenizer("dae")
     config = PretrainDAEConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, decoder_layers=1, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.bos_token_id, bottleneck="pooled", pooling=pooling,
+        sentence_pooling=sentence_pooling,
     )
     torch.manual_seed(0)
-    cls(config).save_pretrained(folder)
+    model = cls(config)
+    base = model if isinstance(model, PretrainDAEModel) else model.model
+    if sentence_pooling == "weighted_mean":  # corpus statistics as the dae-sentence recipe would set them
+        base.token_pooling_weights.copy_(torch.rand(config.vocab_size, generator=torch.Generator().manual_seed(1)))
+        base.pooled_center.normal_(generator=torch.Generator().manual_seed(2))
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    write_sentence_transformers_config(folder, pooling)
+    write_sentence_transformers_config(folder)
     return folder
 
 
@@ -59,14 +65,17 @@ def our_vectors(folder: Path) -> torch.Tensor:
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize(("cls", "pooling"), [(PretrainDAEModel, "cls"), (PretrainDAEModel, "mean"),
-                                              (PretrainDAEForDenoising, "cls")])
-def test_sentence_transformers_gives_our_vectors(tmp_path, cls, pooling):
+@pytest.mark.parametrize(("cls", "pooling", "sentence_pooling"), [
+    (PretrainDAEModel, "cls", "bottleneck"), (PretrainDAEModel, "mean", "bottleneck"),
+    (PretrainDAEForDenoising, "cls", "bottleneck"), (PretrainDAEModel, "mean", "weighted_mean"),
+    (PretrainDAEForDenoising, "mean", "weighted_mean"),
+])
+def test_sentence_transformers_gives_our_vectors(tmp_path, cls, pooling, sentence_pooling):
     from sentence_transformers import SentenceTransformer
 
-    folder = save_folder(tmp_path / "model", cls, pooling)
+    folder = save_folder(tmp_path / "model", cls, pooling, sentence_pooling)
     modules = json.loads((folder / "modules.json").read_text())
-    assert [module["path"] for module in modules] == ["", "1_Pooling"]
+    assert [module["path"] for module in modules] == [""]
 
     model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     assert model.get_embedding_dimension() == 32
@@ -77,9 +86,7 @@ def test_sentence_transformers_gives_our_vectors(tmp_path, cls, pooling):
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
 
 
-def test_config_rejects_unknown_pooling(tmp_path):
-    with pytest.raises(ValueError, match="pooling"):
-        write_sentence_transformers_config(tmp_path, "max", embedding_dimension=8)
-    with pytest.raises(FileNotFoundError):
-        write_sentence_transformers_config(tmp_path, "cls")
+def test_config_needs_a_saved_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        write_sentence_transformers_config(tmp_path)
     assert not os.listdir(tmp_path)

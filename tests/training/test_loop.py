@@ -1,10 +1,13 @@
 """The loop in process: the NaN/Inf guard skips a step without touching weights or optimizer state, and stops
-the run with a clear message after several in a row, leaving the last good checkpoint on disk."""
+the run with a clear message after several in a row, leaving the last good checkpoint on disk; corpus statistics
+set before step 1 (spectral embeddings, sentence-pooling weights) and after the last step (the sentence-vector
+centre); the encoder's own lr."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +114,47 @@ def test_spectral_embedding_init_sets_the_rows_of_corpus_tokens_before_step_one(
     assert not changed[special].any()  # [CLS], [SEP], [PAD], [MASK] keep their random rows
     assert changed.sum() > 0.5 * len(tokenizer)  # most of the vocabulary occurs in 120 docstrings of a 256-token BPE
     assert float(spectral_rows[changed].std()) == pytest.approx(float(random_rows[changed].std()), rel=1e-3)
+
+
+def test_dae_sentence_pooling_statistics_come_from_the_training_documents(tmp_path):
+    recipe = tiny_recipe(tmp_path / "run", max_steps=2)
+    recipe.objective = "dae"
+    recipe.model.config.update(pooling="mean", sentence_pooling="weighted_mean")
+    run = Pretraining(recipe)
+    run.run()
+    base = run.accelerator.unwrap_model(run.model).base_model
+    rows = run.objective.train_dataset["input_ids"]
+
+    counts = torch.zeros(base.config.vocab_size)
+    for ids in rows:
+        counts += torch.bincount(torch.as_tensor(np.asarray(ids)), minlength=base.config.vocab_size)
+    expected = 1e-3 / (1e-3 + counts / counts.sum())  # a / (a + p(token)); never-seen ids: 1
+    torch.testing.assert_close(base.token_pooling_weights, expected)
+    assert base.token_pooling_weights[run.objective.tokenizer.cls_token_id] < 0.2  # in every document
+
+    # The centre is the mean raw sentence vector of the training documents: centred, they average to zero.
+    assert float(base.pooled_center.norm()) > 0
+    with torch.no_grad():
+        vectors = torch.cat([base(torch.as_tensor(np.asarray(ids))[None]).pooler_output for ids in rows])
+    assert float(vectors.mean(dim=0).abs().max()) < 1e-4 * float(base.pooled_center.abs().max()) + 1e-6
+
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["sentence_pooling"] == "weighted_mean"
+
+
+def test_encoder_lr_scale_gives_the_encoder_its_own_learning_rate(tmp_path):
+    recipe = tiny_recipe(tmp_path / "run", max_steps=3, schedule="constant", warmup=0)
+    recipe.objective = "dae"
+    recipe.train.encoder_lr_scale = 0.25
+    run = Pretraining(recipe)
+    run.run()
+    model = run.accelerator.unwrap_model(run.model)
+    encoder = {id(p) for p in model.get_encoder().parameters()}
+    seen = set()
+    for group in run.optimizer.param_groups:
+        in_encoder = {id(p) in encoder for p in group["params"]}
+        assert len(in_encoder) == 1  # a group is all encoder or all decoder
+        scale = 0.25 if in_encoder.pop() else 1.0
+        assert group["lr"] == pytest.approx(recipe.train.lr * scale)
+        seen |= {id(p) for p in group["params"]}
+    assert encoder <= seen and len(seen) == len({id(p) for p in model.parameters()})
