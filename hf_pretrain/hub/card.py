@@ -200,14 +200,18 @@ def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: di
     return results
 
 
-def embedding_advice(model_type: str) -> tuple[str, str]:
+def embedding_advice(config: dict) -> tuple[str, str]:
+    model_type = config.get("model_type", "")
     if model_type == "hf_pretrain_dae_features":
         return ("use `pooler_output`, the bottleneck vector the decoder rebuilds the input from.",
                 "vectors = outputs.pooler_output  # (batch, hidden)")
+    if model_type == "hf_pretrain_dae" and config.get("sentence_pooling") == "weighted_mean":
+        return ("use `pooler_output`: a mean of the encoder states weighted per token by a / (a + p(token)), with "
+                "p the token's frequency in the pretraining corpus, minus the corpus's mean vector (both saved with "
+                "the weights; Arora et al. 2017). The decoder itself reconstructs from the plain mean.",
+                "vectors = outputs.pooler_output  # (batch, hidden)")
     if model_type == "hf_pretrain_dae":
-        return ("use `pooler_output`: the bottleneck vector the decoder was trained to reconstruct the text from, or "
-                "with `sentence_pooling: weighted_mean` in config.json a frequency-weighted mean of the same encoder "
-                "states minus the pretraining corpus's mean vector (statistics saved with the weights).",
+        return ("use `pooler_output`, the bottleneck vector the decoder was trained to reconstruct the text from.",
                 "vectors = outputs.pooler_output  # (batch, hidden)")
     return ("average the last hidden states over real tokens (mean pooling); the first token is not trained to "
             "summarize the text during pretraining.",
@@ -273,7 +277,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
                                   finetune_split) or None,
     )
     parameters = count_parameters(folder)
-    advice, code = embedding_advice(model_type)
+    advice, code = embedding_advice(config)
     steps = summary.get("steps")
     is_features = model_type == "hf_pretrain_dae_features"
     token_word = "feature tokens" if is_features else "tokens"
@@ -309,7 +313,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         grad_accum=train.get("grad_accum", 1),
         block_size=(recipe.get("features", {}) if is_features else recipe.get("data", {})).get(
             "feature_tokens" if is_features else "block_size", "?"),
-        lr=train.get("lr", "?"),
+        lr=str(train.get("lr", "?")) + (f" (encoder: {train['encoder_lr_scale']}x that)"
+                                        if train.get("encoder_lr_scale", 1.0) != 1.0 else ""),
         schedule=train.get("schedule", "?"),
         warmup=train.get("warmup", "?"),
         weight_decay=train.get("weight_decay", "?"),

@@ -266,6 +266,10 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
     `decoder_input_ids` to run the decoder (`last_hidden_state`, B x T x C).
     """
 
+    # A denoising checkpoint with its own output layer (tie_word_embeddings=False) saves `lm_head.weight`, which the
+    # base model (AutoModel: sentence embeddings) has no use for.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: PretrainDAEConfig):
         super().__init__(config)
         # The masked-LM encoder module itself, built from this config (it reads only the shared encoder fields).

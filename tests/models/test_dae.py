@@ -290,6 +290,16 @@ def test_sentence_pooling_statistics_are_saved_with_the_weights(tmp_path):
                                model(ids, attention_mask=mask).pooler_output)
 
 
+def test_untied_output_layer_trains_apart_and_the_base_model_loads_without_it(tmp_path):
+    model = make_model(PretrainDAEForDenoising, tie_word_embeddings=False)
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    model.save_pretrained(tmp_path)
+    base, info = PretrainDAEModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    reloaded = PretrainDAEForDenoising.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.lm_head.weight, model.lm_head.weight)
+
+
 @pytest.mark.parametrize("bottleneck", ["pooled", "none"])
 def test_eager_and_sdpa_agree(bottleneck):
     ids, mask, labels = padded_batch()
