@@ -95,9 +95,9 @@ class PretrainDAEConfig(PreTrainedConfig):
             `"bottleneck"` — the pooled vector above, the one the decoder reads. `"weighted_mean"` — a mean of the
             same encoder states weighted per token by the model's `token_pooling_weights` buffer (all ones until
             set; the `dae-sentence` recipe sets smooth inverse frequency weights a / (a + p(token)) from its
-            corpus, Arora, Liang and Ma 2017), needs `input_ids`. Either way the model's `pooled_center` buffer
-            (zeros until set; the recipe sets it to the mean training-document vector at the end of training) is
-            subtracted. Neither changes what the decoder reads, so reconstruction and `generate()` are the same.
+            corpus, Arora, Liang and Ma 2017), needs `input_ids`. Either way the model's `pooled_center` buffer is
+            subtracted (zeros until set; with `weighted_mean` the pretraining loop sets it to the mean
+            training-document vector after the last step). Neither changes what the decoder reads, so reconstruction and `generate()` are the same.
         pad_token_id (`int`, defaults to 0), bos_token_id / eos_token_id (`int`, defaults to None): as in
             transformers; generation stops at `eos_token_id`.
         decoder_start_token_id (`int`, defaults to None): first decoder input; labels are shifted right behind it.
