@@ -62,13 +62,16 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
             continue
         decayed = parameter.ndim >= 2 and "embeddings" not in name
         groups.setdefault((decayed, id(parameter) in encoder_ids), []).append(parameter)
+    # Decayed groups first, as before encoder groups existed: a checkpoint's optimizer state is matched by order.
+    order = [(True, False), (True, True), (False, False), (False, True)]
     groups = [
         {
-            "params": params,
-            "weight_decay": train.weight_decay if decayed else 0.0,
-            "lr_scale": train.encoder_lr_scale if in_encoder else 1.0,
+            "params": groups[key],
+            "weight_decay": train.weight_decay if key[0] else 0.0,
+            "lr_scale": train.encoder_lr_scale if key[1] else 1.0,
         }
-        for (decayed, in_encoder), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
+        for key in order
+        if key in groups
     ]
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, **extra)

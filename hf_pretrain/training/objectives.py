@@ -353,7 +353,7 @@ class DenoisingObjective:
             from ..data.spectral import smooth_inverse_frequency_weights
 
             weights = smooth_inverse_frequency_weights(self.training_documents(), self.model.config.vocab_size)
-            self.model.model.token_pooling_weights.copy_(weights)
+            self.model.base_model.token_pooling_weights.copy_(weights)
             announce("sentence pooling: token weights a / (a + p(token)) from the training documents")
         start = self.model.config.decoder_start_token_id
         self.train_collator = DenoisingCollator.from_tokenizer(
@@ -407,21 +407,16 @@ class DenoisingObjective:
         was_training = model.training
         model.eval()
         base.pooled_center.zero_()
-        rows = self.train_dataset.select(range(min(CENTER_DOCUMENTS, len(self.train_dataset))))["input_ids"]
+        documents = self.train_dataset.select(range(min(CENTER_DOCUMENTS, len(self.train_dataset))))
         total = torch.zeros_like(base.pooled_center, dtype=torch.float64)
-        pad, device = self.tokenizer.pad_token_id, base.pooled_center.device
         with torch.no_grad():
-            for start in range(0, len(rows), CENTER_BATCH):
-                chunk = rows[start : start + CENTER_BATCH]
-                width = max(len(ids) for ids in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                attention_mask = torch.zeros_like(input_ids)
-                for index, ids in enumerate(chunk):
-                    input_ids[index, : len(ids)] = torch.as_tensor(ids)
-                    attention_mask[index, : len(ids)] = 1
-                vectors = base(input_ids.to(device), attention_mask=attention_mask.to(device)).pooler_output
+            for chunk in documents.iter(batch_size=CENTER_BATCH):
+                ids = list(chunk["input_ids"])  # (numpy-formatted rows come as one object array)
+                batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+                batch = batch.to(base.pooled_center.device)
+                vectors = base(batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
                 total += vectors.double().sum(dim=0)
-        base.pooled_center.copy_((total / max(len(rows), 1)).to(base.pooled_center.dtype))
+        base.pooled_center.copy_((total / len(documents)).to(base.pooled_center.dtype))
         model.train(was_training)
 
     count_items = staticmethod(MaskedLMObjective.count_items)
