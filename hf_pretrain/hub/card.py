@@ -17,7 +17,9 @@ TEMPLATE_NAME = "model_card.md"
 FAMILIES = {
     # model_type: (pipeline_tag, family tag, description)
     "hf_pretrain_encoder": ("fill-mask", "masked-lm", "masked-language-model encoder (hf_pretrain encoder family)"),
-    "hf_pretrain_dae": ("text2text-generation", "denoising-autoencoder",
+    # transformers 5 removed the text2text-generation pipeline; feature-extraction runs on the autoencoder's encoder
+    # (AutoModel without decoder inputs), and the card shows generate() for reconstruction.
+    "hf_pretrain_dae": ("feature-extraction", "denoising-autoencoder",
                         "denoising autoencoder: encoder -> bottleneck -> decoder (hf_pretrain DAE family)"),
     "hf_pretrain_dae_features": ("feature-extraction", "autoencoder",
                                  "feature autoencoder: vectors in, vectors out (hf_pretrain DAE family)"),
@@ -301,6 +303,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         code_files=", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py"))) or "none",
         has_generation_config=(folder / "generation_config.json").is_file(),
         pipeline_tag=pipeline_tag,
+        is_denoiser=model_type == "hf_pretrain_dae",
         fill_mask_example=mask_example(folder),
         embedding_advice=advice,
         embedding_code=code,

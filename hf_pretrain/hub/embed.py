@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.features import read_table
+
 POOLINGS = ("auto", "mean", "cls", "pooler")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
@@ -103,12 +105,10 @@ def read_texts(file: str | Path, column: str = "text") -> list[str]:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [str(row_value(row, column, path)) for row in rows]
     if suffix in (".csv", ".parquet"):
-        import pandas as pd
-
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        if column not in frame.columns:
-            raise ValueError(f"--column {column!r} is not a column of {path} (columns: {', '.join(map(str, frame.columns))}).")
-        return frame[column].astype(str).tolist()
+        table = read_table(str(path), suffix[1:])
+        if column not in table.column_names:
+            raise ValueError(f"--column {column!r} is not a column of {path} (columns: {', '.join(table.column_names)}).")
+        return ["" if value is None else str(value) for value in table.column(column).to_pylist()]
     raise ValueError(
         f"FILE={str(file)!r} has extension {suffix!r}; allowed: {', '.join(TEXT_SUFFIXES)} (one text per line), "
         ".jsonl, .csv, .parquet (with --column)."

@@ -20,6 +20,39 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .layers import FeedForward, SelfAttention, apply_rotary, eager_attention_forward, make_norm
 
 
+# --------------------------------------------------------------------------------------------------- masks
+# Written here rather than taken from transformers.masking_utils: the decoder only needs causal + padding for eager
+# and SDPA, and the helper's cache arguments changed under us in 5.24 (the cause of cached != uncached generation).
+def causal_self_attention_mask(
+    attention_mask: torch.Tensor | None, query_length: int, past_length: int, device: torch.device
+) -> torch.Tensor | None:
+    """Decoder self-attention mask: (B or 1, 1, T, P + T) bool, True where a query may read a key; or None.
+
+    attention_mask (B, P + T): 1 for real decoder tokens, 0 for padding, or None for none. None is returned when
+    the plain causal rule is enough and the attention functions apply it themselves: no cached keys (SDPA's
+    `is_causal`, eager's lower triangle), or one new token that may read every cached key.
+    """
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is None and (past_length == 0 or query_length == 1):
+        return None
+    key_positions = torch.arange(past_length + query_length, device=device)  # (P + T,)
+    query_positions = key_positions[past_length:, None]  # (T, 1)
+    mask = (key_positions[None, :] <= query_positions)[None, None]  # (1, 1, T, P + T)
+    if attention_mask is not None:
+        padding = attention_mask.to(device=device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, P + T)
+        # A padded query still reads itself: a row with no key at all would turn SDPA's softmax into NaN.
+        mask = (mask & padding) | (key_positions[None, :] == query_positions)[None, None]
+    return mask
+
+
+def memory_attention_mask(memory_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Cross-attention mask from the memory's padding (B, S): (B, 1, 1, S) bool, or None when nothing is padded."""
+    if memory_mask is None or bool(memory_mask.all()):
+        return None
+    return memory_mask.to(torch.bool)[:, None, None, :]
+
+
 def attention_function(config, output_attentions: bool) -> Callable:
     """Eager when weights are requested (SDPA/flash do not return them), else the configured implementation."""
     if output_attentions or config._attn_implementation == "eager":
@@ -148,24 +181,24 @@ class DecoderLayer(GradientCheckpointingLayer):
         rotary: tuple[torch.Tensor, torch.Tensor],
         self_attention_mask: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """hidden_states (B, T, C), memory (B, S, C). Returns hidden states and the self/cross attention weights.
 
-        `past_key_values` is a keyword argument so that gradient checkpointing (training) drops it.
+        `cache` is a keyword argument so that gradient checkpointing (training) drops it.
         """
-        self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        self_cache = cache.self_attention_cache if cache is not None else None
         attended, self_weights = self.self_attn(
             self.self_attn_norm(hidden_states), rotary, self_attention_mask, self_cache, output_attentions
         )
         hidden_states = hidden_states + self.dropout(attended)
         attended, cross_weights = self.cross_attn(
-            self.cross_attn_norm(hidden_states), memory, memory_mask, past_key_values, output_attentions
+            self.cross_attn_norm(hidden_states), memory, memory_mask, cache, output_attentions
         )
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
         return hidden_states, self_weights, cross_weights
 
 
-__all__ = ["CausalSelfAttention", "CrossAttention", "DecoderLayer"]
+__all__ = ["CausalSelfAttention", "CrossAttention", "DecoderLayer", "causal_self_attention_mask", "memory_attention_mask"]

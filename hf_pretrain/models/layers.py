@@ -15,6 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers.activations import ACT2FN
+# transformers' internal mask helper, used in one place (build_encoder_attention) for its per-implementation mask
+# formats (SDPA/eager tensors, flex BlockMask); tests/models/test_encoder.py's packed-vs-separate and padding tests
+# fail if its behaviour moves. The decoder owns its simpler causal mask (decoder_layers.py).
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS

@@ -25,11 +25,10 @@ from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
-from .decoder_layers import DecoderLayer
+from .decoder_layers import DecoderLayer, causal_self_attention_mask, memory_attention_mask
 from .layers import RotaryEmbedding, make_norm, scaled_init_std
 from .modeling_pretrain_encoder import PretrainEncoderModel, pool_sequence, zero_loss_like
 
@@ -98,6 +97,23 @@ def reconstruction_cross_entropy(
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
+
+
+# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache`: as the argument `generate()` hands to
+# `forward`, and as the field of the output classes it reads back (the old name is deprecated until 5.40). A saved
+# folder runs this file on whichever transformers its user has, so `forward` takes both names and the outputs are
+# written under the name the installed output classes declare. tests/models/test_dae.py checks that generate()
+# really hands the cache back (it fails loudly if the name moves again).
+CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def one_cache_argument(
+    cache: EncoderDecoderCache | None, past_key_values: EncoderDecoderCache | None
+) -> EncoderDecoderCache | None:
+    """The cache passed under either name (see CACHE_FIELD); both at once is a caller error."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the key/value cache once: as `cache` (transformers >= 5.24) or `past_key_values`.")
+    return cache if cache is not None else past_key_values
 
 
 def as_encoder_output(encoder_outputs) -> BaseModelOutput:
@@ -190,26 +206,18 @@ class PretrainDAEDecoder(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> dict:
         """inputs_embeds (B, T, C); memory (B, S, C) with its padding mask (B, S); attention_mask (B, P + T) for the
         decoder tokens (None: no padding). Returns a dict of last_hidden_state (B, T, C) and the optional extras."""
         batch, length = inputs_embeds.shape[:2]
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         # Absolute positions of the new tokens: rotary needs them to match the cached keys' rotation.
         position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device).expand(batch, -1)
-        self_attention_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values.self_attention_cache if past_key_values is not None else None,
-            position_ids=position_ids,
-        )
-        cross_attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=memory_mask, encoder_hidden_states=memory
-        )
+        self_attention_mask = causal_self_attention_mask(attention_mask, length, past_length, inputs_embeds.device)
+        cross_attention_mask = memory_attention_mask(memory_mask)
         hidden_states = self.dropout(self.embedding_norm(inputs_embeds))
         rotary = self.rotary(position_ids, hidden_states.dtype)
 
@@ -223,7 +231,7 @@ class PretrainDAEDecoder(nn.Module):
                 rotary,
                 self_attention_mask=self_attention_mask,
                 memory_mask=cross_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 output_attentions=output_attentions,
             )
             self_weights.append(attn)
@@ -253,9 +261,10 @@ def bottleneck_memory(
     return encoder_states, attention_mask, pooled
 
 
-def new_cache(config: PretrainDAEConfig) -> EncoderDecoderCache:
-    """Self-attention keys grow per generated token; cross-attention keys are filled once."""
-    return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+def new_cache() -> EncoderDecoderCache:
+    """Self-attention keys grow per generated token; cross-attention keys are filled once. Layers are added as the
+    decoder reaches them (no config needed: every decoder layer is full attention)."""
+    return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
 
 # --------------------------------------------------------------------------------------------------- base model
@@ -330,6 +339,7 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: EncoderDecoderCache | None = None,
         **kwargs,
     ) -> PretrainDAEModelOutput | tuple:
         """
@@ -339,13 +349,14 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
                 pooling weights).
             decoder_input_ids (B, T): decoder inputs (already shifted), or `decoder_inputs_embeds` (B, T, C).
             decoder_attention_mask (B, P + T): decoder padding; None means none (right padding needs none).
-            past_key_values: an `EncoderDecoderCache` from a previous step (generation).
+            cache (or its older name `past_key_values`): an `EncoderDecoderCache` from a previous step (generation).
         """
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        cache = one_cache_argument(cache, past_key_values)
 
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -366,23 +377,23 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
                 # Decoder inputs go through the same embedding matrix as the encoder's (tied by construction).
                 decoder_inputs_embeds = self.get_input_embeddings()(decoder_input_ids)
             use_cache = use_cache if use_cache is not None else self.config.use_cache
-            if use_cache and past_key_values is None and not self.training:
-                past_key_values = new_cache(self.config)
+            if use_cache and cache is None and not self.training:
+                cache = new_cache()
             if not use_cache:
-                past_key_values = None
+                cache = None
             decoder_outputs = self.decoder(
                 decoder_inputs_embeds,
                 memory,
                 memory_mask=memory_mask,
                 attention_mask=decoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states,
             )
 
         output = PretrainDAEModelOutput(
             last_hidden_state=decoder_outputs.get("last_hidden_state"),
-            past_key_values=past_key_values if decoder_outputs else None,
+            **{CACHE_FIELD: cache if decoder_outputs else None},
             decoder_hidden_states=decoder_outputs.get("hidden_states"),
             decoder_attentions=decoder_outputs.get("attentions"),
             cross_attentions=decoder_outputs.get("cross_attentions"),
@@ -437,6 +448,7 @@ class PretrainDAEForDenoising(PretrainDAEPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: EncoderDecoderCache | None = None,
         **kwargs,
     ) -> PretrainDAEDenoisingOutput | tuple:
         """`labels` (B, T): the clean ids, -100 at padding. Without decoder inputs they become the decoder inputs
@@ -455,7 +467,7 @@ class PretrainDAEForDenoising(PretrainDAEPreTrainedModel, GenerationMixin):
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=one_cache_argument(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
@@ -470,7 +482,7 @@ class PretrainDAEForDenoising(PretrainDAEPreTrainedModel, GenerationMixin):
         output = PretrainDAEDenoisingOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,

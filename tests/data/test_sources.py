@@ -7,7 +7,9 @@ import time
 
 import datasets
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
 from hf_pretrain.data import packing, sources
@@ -30,14 +32,14 @@ def test_text_lines_and_paragraphs(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_structured_formats_with_a_named_text_column(fmt, tmp_path):
-    frame = pd.DataFrame({"id": range(len(DOCS)), "body": DOCS})
+    table = pa.table({"id": list(range(len(DOCS))), "body": DOCS})
     path = tmp_path / f"data.{fmt}"
     if fmt == "jsonl":
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in frame.to_dict("records")))
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()))
     elif fmt == "csv":
-        frame.to_csv(path, index=False)
+        pa_csv.write_csv(table, path)
     else:
-        frame.to_parquet(path)
+        pq.write_table(table, path)
     loaded = sources.load_text_sources(str(path), text_column="body")
     assert list(loaded.train["text"]) == DOCS and loaded.train.column_names == ["text"]
     with pytest.raises(ValueError, match="text_column='text'.*available columns.*body"):

@@ -123,7 +123,16 @@ def test_dae_export_has_generation_config_and_encoder_only_export(dae_run):
     assert transfer_main(["export", str(dae_run)]) == 0
     full = dae_run / "export"
     assert (full / "generation_config.json").is_file()
-    assert ModelCard.load(full / "README.md").data.pipeline_tag == "text2text-generation"
+    card = ModelCard.load(full / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction"
+    assert "model.generate(" in card.text  # reconstruction is shown with generate(), not a removed pipeline
+    # The tag is a pipeline this transformers has, and it runs on the exported folder.
+    from transformers import pipeline
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    assert card.data.pipeline_tag in SUPPORTED_TASKS
+    states = pipeline(card.data.pipeline_tag, model=str(full), trust_remote_code=True)("A sentence to embed.")
+    assert len(states[0]) > 1 and len(states[0][0]) == json.loads((full / "config.json").read_text())["hidden_size"]
     assert transfer_main(["export", str(dae_run), "--encoder-only"]) == 0
     encoder = dae_run / "export-encoder"
     assert json.loads((encoder / "config.json").read_text())["model_type"] == "hf_pretrain_encoder"

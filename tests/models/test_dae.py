@@ -23,7 +23,8 @@ from hf_pretrain import (
     PretrainEncoderConfig,
     PretrainEncoderModel,
 )
-from hf_pretrain.models.modeling_pretrain_dae import shift_tokens_right
+from hf_pretrain.models.decoder_layers import causal_self_attention_mask
+from hf_pretrain.models.modeling_pretrain_dae import CACHE_FIELD, shift_tokens_right
 
 VOCAB = 64
 PAD, BOS, EOS = 0, 2, 3
@@ -369,7 +370,9 @@ def test_greedy_and_beam_generation_with_and_without_cache(bottleneck):
         assert (score(beam) >= score(greedy) - 1e-4).all()
 
 
-def test_cached_decoder_steps_equal_one_full_pass():
+@pytest.mark.parametrize("cache_argument", ["cache", "past_key_values"])
+def test_cached_decoder_steps_equal_one_full_pass(cache_argument):
+    """Both names of the cache argument work: transformers >= 5.24 passes `cache`, older ones `past_key_values`."""
     model = lively_model(bottleneck="none")
     ids, mask, labels = padded_batch()
     decoder_input_ids = shift_tokens_right(labels, PAD, BOS).clamp(min=5)
@@ -381,13 +384,71 @@ def test_cached_decoder_steps_equal_one_full_pass():
             attention_mask=mask,
             encoder_outputs=encoder_outputs,
             decoder_input_ids=decoder_input_ids[:, position : position + 1],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_argument: cache},
         )
-        cache = out.past_key_values
+        cache = getattr(out, CACHE_FIELD)
         steps.append(out.logits)
     assert cache.get_seq_length() == decoder_input_ids.shape[1]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bottleneck", ["pooled", "none"])
+def test_generate_hands_the_growing_cache_back_to_forward(bottleneck):
+    """The failure of transformers 5.24 was silent: generate() passed the cache under a new name, forward dropped it
+    into **kwargs, and every step decoded one token with no past. Record what the decoder really receives."""
+    model = lively_model(bottleneck=bottleneck)
+    ids, mask, _ = padded_batch(seed=4)
+    seen = []  # (new tokens, cached tokens) per decoder call
+
+    def record(module, args, kwargs):
+        cache = kwargs.get("cache")
+        seen.append((args[0].shape[1], cache.get_seq_length() if cache is not None else 0))
+
+    handle = model.model.decoder.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model.generate(ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False, use_cache=True)
+    finally:
+        handle.remove()
+    assert seen == [(1, step) for step in range(6)], (
+        f"generate() did not hand the key/value cache back to forward (calls: {seen}); did transformers rename "
+        "the cache argument again? See CACHE_FIELD in modeling_pretrain_dae.py."
+    )
+
+
+def test_causal_mask_with_cache_and_left_padding_matches_the_rule():
+    """query i (absolute position P + i) reads key j iff j <= P + i and key j is not padding; a padded query reads
+    itself only, so no row is empty. Checked against the rule, element by element."""
+    padding = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    past, length = 3, 3
+    mask = causal_self_attention_mask(padding, length, past, torch.device("cpu"))
+    assert mask.shape == (2, 1, length, past + length) and mask.dtype == torch.bool
+    for row in range(2):
+        for query in range(length):
+            for key in range(past + length):
+                causal = key <= past + query
+                allowed = (causal and bool(padding[row, key])) or key == past + query
+                assert bool(mask[row, 0, query, key]) == allowed, (row, query, key)
+    # No padding: one new token reads the whole cache, and a fresh causal block is left to the kernels.
+    assert causal_self_attention_mask(torch.ones(2, 6), 1, 5, torch.device("cpu")) is None
+    assert causal_self_attention_mask(None, 4, 0, torch.device("cpu")) is None
+    assert causal_self_attention_mask(None, 2, 4, torch.device("cpu")).shape == (1, 1, 2, 6)
+
+
+def test_left_padded_decoder_inputs_give_the_same_logits_as_unpadded_ones():
+    model = lively_model(bottleneck="none")
+    ids, mask, _ = padded_batch()
+    decoder_ids = torch.tensor([[BOS, 7, 9, 11], [BOS, 8, 10, 12], [BOS, 6, 6, 6]])
+    plain = model(ids, attention_mask=mask, decoder_input_ids=decoder_ids, use_cache=False).logits
+    padded_ids = torch.cat((torch.full((3, 2), PAD), decoder_ids), dim=1)
+    decoder_mask = torch.cat((torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 4, dtype=torch.long)), dim=1)
+    for implementation in ("eager", "sdpa"):
+        model.config._attn_implementation = implementation
+        padded = model(
+            ids, attention_mask=mask, decoder_input_ids=padded_ids, decoder_attention_mask=decoder_mask, use_cache=False
+        ).logits
+        assert torch.isfinite(padded).all()
+        torch.testing.assert_close(padded[:, 2:], plain, atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------- config

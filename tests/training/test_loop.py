@@ -158,3 +158,22 @@ def test_encoder_lr_scale_gives_the_encoder_its_own_learning_rate(tmp_path):
         assert group["lr"] == pytest.approx(recipe.train.lr * scale)
         seen |= {id(p) for p in group["params"]}
     assert encoder <= seen and len(seen) == len({id(p) for p in model.parameters()})
+
+
+def test_the_default_tracker_writes_tensorboard_events(tmp_path):
+    """output.log_with's default is tensorboard (the `tensorboard` extra, installed with the tests): a run writes
+    event files whose per-step losses are the ones in metrics.jsonl."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = tiny_recipe(tmp_path / "run", max_steps=3, save_every=100)
+    recipe.output.log_with = ["tensorboard"]
+    Pretraining(recipe).run()
+    folders = {path.parent for path in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    accumulators = [EventAccumulator(str(folder)).Reload() for folder in folders]
+    with_loss = [a for a in accumulators if "loss" in a.Tags()["scalars"]]
+    assert len(with_loss) == 1, f"expected one event folder with the loss, got {sorted(map(str, folders))}"
+    logged = [(event.step, event.value) for event in with_loss[0].Scalars("loss")]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    expected = [(r["step"], r["loss"]) for r in records if "loss" in r and "skipped" not in r]
+    assert [step for step, _ in logged] == [step for step, _ in expected] == [1, 2, 3]
+    np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6)
