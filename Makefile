@@ -34,7 +34,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_mlm_step.py
 
-# A fresh venv per target, built from pyproject.toml's ranges (not the lock); each writes the versions it got.
+# A fresh venv per target, built from pyproject.toml's ranges (not the lock), torch 2.13.0 first.
 define fresh_venv
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
@@ -53,8 +53,8 @@ lock:
 	  cat $(LOCK).new; } > $(LOCK)
 	rm -rf $(LOCK).new .venv-lock
 
-# Early warning for the next upstream release: the newest allowed versions of everything but torch (a newer torch
-# from the index is a multi-GB CUDA build; torch's range is checked by the lock's own pin).
+# Early warning for the next upstream release: the newest versions every range allows, torch included (a torch
+# newer than 2.13.0 is a CUDA build of several GB unless the machine keeps its wheel; the suite runs it on the CPU).
 test-latest:
 	$(call fresh_venv,.venv-latest)
 	.venv-latest/bin/python $(PIP) --upgrade --upgrade-strategy eager --no-build-isolation -e ".[test]"

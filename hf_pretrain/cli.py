@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain from a recipe (runs again = resume)")
     pretrain.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe (e.g. mlm-small)")
     pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4")
+    pretrain.add_argument(
+        "--restart", action="store_true",
+        help="start over: move an earlier run in output.dir aside (into output.dir/replaced-<time>/) instead of "
+             "resuming it; needed when the recipe changed in a way a resume cannot take",
+    )
     pretrain.set_defaults(handler=run_pretrain)
 
     tokenizer = commands.add_parser("tokenizer", help="train a tokenizer on the recipe's training text")
@@ -60,7 +65,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from .training.loop import Pretraining
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = Pretraining(recipe).run()
+    result = Pretraining(recipe, restart=args.restart).run()
     print_summary(result)
     return 0
 
@@ -147,9 +152,12 @@ def quickstart_table(pretraining: dict, tuned: dict, exported: Path) -> str:
 def check_final_folder_loads(final_dir: str) -> None:
     from transformers import AutoModelForMaskedLM
 
-    model = AutoModelForMaskedLM.from_pretrained(final_dir, trust_remote_code=True)
-    print(f"loaded {final_dir} with AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True): "
-          f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    # In this process the installed, registered classes load it (no folder code runs); where hf_pretrain is not
+    # installed the same call needs trust_remote_code=True (tests/hub/test_export.py runs that in a fresh process).
+    model = AutoModelForMaskedLM.from_pretrained(final_dir)
+    print(f"loaded {final_dir} with AutoModelForMaskedLM.from_pretrained(...) (without hf_pretrain installed: "
+          f"add trust_remote_code=True): {type(model).__name__}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
 
 def print_summary(result: dict) -> None:
@@ -185,10 +193,15 @@ def run_list_recipes(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .recipe import RecipeError
+    from .training.checkpoint import RunFolderBusy
+    from .training.loop import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except RecipeError as error:
+    except (RecipeError, RunFolderBusy) as error:
         print(f"hf-pretrain: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:  # the conventional status of a process ended by that signal
+        print(f"hf-pretrain: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number

@@ -1,7 +1,8 @@
 """The `finetune`, `embed`, `export` and `report` subcommands of `hf-pretrain` (added by `add_transfer_commands`).
 
-    hf-pretrain finetune RECIPE [key=value ...] [--compare-scratch] [--freeze-encoder] [--lora]
+    hf-pretrain finetune RECIPE [key=value ...] [--compare-scratch] [--freeze-encoder] [--lora] [--trust-remote-code]
     hf-pretrain embed MODEL FILE --out vectors.npy|vectors.parquet [--column text] [--pooling auto|mean|cls|pooler]
+                      [--trust-remote-code]
     hf-pretrain export RUN_DIR [--out DIR] [--push-to-hub user/name] [--private] [--encoder-only]
     hf-pretrain report RUN_DIR [--out DIR]
 
@@ -13,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+
+TRUST_HELP = ("run the Python code a model folder or Hub repository ships (its auto_map) when it is not an "
+              "hf_pretrain model; read that code first. hf_pretrain's own models never need it")
 
 
 def add_transfer_commands(subparsers) -> None:
@@ -29,6 +34,7 @@ def add_transfer_commands(subparsers) -> None:
     finetune.add_argument("--freeze-encoder", action="store_true", help="train only the head (a linear probe)")
     finetune.add_argument("--lora", action="store_true",
                           help="train LoRA adapters (default settings unless the recipe has a lora section)")
+    finetune.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     finetune.set_defaults(handler=run_finetune)
 
     embed = subparsers.add_parser("embed", help="sentence vectors for the texts of a file")
@@ -41,11 +47,13 @@ def add_transfer_commands(subparsers) -> None:
     embed.add_argument("--batch-size", type=int, default=32)
     embed.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
     embed.add_argument("--normalize", action="store_true", help="scale every vector to unit length")
+    embed.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     embed.set_defaults(handler=run_embed)
 
     export = subparsers.add_parser("export", help="a Hub-ready folder (weights, code, tokenizer, card) from a run")
     export.add_argument("run_dir", help="a pretraining run folder (its output.dir)")
-    export.add_argument("--out", help="output folder (default RUN_DIR/export, or RUN_DIR/export-encoder)")
+    export.add_argument("--out", help="output folder (default RUN_DIR/export, or RUN_DIR/export-encoder): new, "
+                                      "empty, or an earlier export, which is replaced")
     export.add_argument("--push-to-hub", metavar="USER/NAME", help="then push the folder to this Hub repository")
     export.add_argument("--private", action="store_true", help="create the Hub repository as private")
     export.add_argument("--encoder-only", action="store_true", help="denoising autoencoder: export only its encoder")
@@ -75,6 +83,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     overrides += ["compare_scratch=true"] if args.compare_scratch else []
     overrides += ["freeze_encoder=true"] if args.freeze_encoder else []
+    overrides += ["trust_remote_code=true"] if args.trust_remote_code else []
     try:
         recipe = load_finetune_recipe(args.recipe, overrides)
         if args.lora and recipe.lora is None:
@@ -94,7 +103,8 @@ def run_embed(args: argparse.Namespace) -> int:
 
     try:
         out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
-                         batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize)
+                         batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
+                         trust_remote_code=args.trust_remote_code)
     except USER_ERRORS as error:
         return fail(error)
     print(f"vectors -> {out}")

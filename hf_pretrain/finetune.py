@@ -16,18 +16,20 @@ Tasks:
   names or ClassLabel ids). The first sub-token of each word carries its tag; metrics are entity-level
   precision/recall/F1 (the shipped `seqeval` module) and token accuracy.
 
-Models: any folder or Hub id that `AutoModelFor...from_pretrained(path, trust_remote_code=True)` loads, a run
-folder (its `final/` is used), or a denoising-autoencoder folder (its encoder is exported to `OUTPUT/encoder` and
-fine-tuned). `lora:` trains LoRA adapters instead of all weights (our target modules: qkv_proj, o_proj, up_proj,
-down_proj); `freeze_encoder: true` trains the head only (a linear probe); `compare_scratch: true` also trains the
-same architecture from random weights with the same settings and reports both. `warm_start: {shrink, perturb}`
-shrinks the pretrained encoder's matrices and adds a fraction of a fresh init before full fine-tuning (see
-`WarmStartSection`; the finetune-classification recipe turns it on; the scratch baseline gets the same).
-`linear_probe: {epochs, lr}` fits the new head on the frozen encoder before full fine-tuning (LP-FT, see
-`LinearProbeSection`; off by default, the scratch baseline gets the same).
+Models: any folder or Hub id that `AutoModelFor...from_pretrained(path)` loads, a run folder (its `final/` is used),
+or a denoising-autoencoder folder (its encoder is exported to `OUTPUT/encoder` and fine-tuned). Our own families load
+through the classes hf_pretrain installs, never through the .py files a folder carries; another folder's own code
+runs only with `trust_remote_code: true` (see `remote_code_allowed`). `lora:` trains LoRA adapters instead of all
+weights (our target modules: qkv_proj, o_proj, up_proj, down_proj); `freeze_encoder: true` trains the head only (a
+linear probe); `compare_scratch: true` also trains the same architecture from random weights with the same settings
+and reports both. `warm_start: {shrink, perturb}` shrinks the pretrained encoder's matrices and adds a fraction of a
+fresh init before full fine-tuning (see `WarmStartSection`; the finetune-classification recipe turns it on; the
+scratch baseline gets the same). `linear_probe: {epochs, lr}` fits the new head on the frozen encoder before full
+fine-tuning (LP-FT, see `LinearProbeSection`; off by default, the scratch baseline gets the same).
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
-its tokenizer; LoRA weights merged in), `scratch/model/` with `compare_scratch`.
+its tokenizer; LoRA weights merged in), `scratch/model/` with `compare_scratch`, and `.hf_pretrain_output.json`,
+the marker that lets a later run replace it. A folder holding anything else is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .folders import (
+    check_output_dir,
+    model_location,
+    remote_code_allowed,
+    save_tokenizer,
+    write_output_marker,
+)
 from .recipe import (
     RecipeError,
     SerializableRecipe,
@@ -63,6 +72,8 @@ CLASSIFICATION_METRICS = {"loss", "accuracy", "f1", "precision", "recall"}
 REGRESSION_METRICS = {"loss", "mse", "mae", "pearson", "spearman"}
 # The encoder family's linear layers, the ones LoRA adapts by default (documented for users' own PEFT code).
 LORA_TARGET_MODULES = ["qkv_proj", "o_proj", "up_proj", "down_proj"]
+# What a fine-tuning run may put in output.dir (checkpoints/ and linear-probe/ are Trainer's, removed at the end).
+FINETUNE_ENTRIES = ("recipe.yaml", "metrics.json", "model", "scratch", "encoder", "checkpoints", "linear-probe")
 
 
 # --------------------------------------------------------------------------------------------------- recipe
@@ -164,6 +175,8 @@ class FinetuneOutputSection:
 class FinetuneRecipe(SerializableRecipe):
     task: str = choice("classification", *TASKS)
     model: str | None = None  # a model folder, a run folder, a DAE folder or a Hub id
+    # Run the model's (and tokenizer's) own Python code when it ships some and is not one of our families.
+    trust_remote_code: bool = False
     tokenizer: str | None = None  # default: the model's own
     problem_type: str = choice("auto", *PROBLEM_TYPES)
     # Config fields to change when the model is loaded, e.g. {classifier_pooling: mean, classifier_dropout: 0.1}.
@@ -439,18 +452,13 @@ def model_input_names(model) -> set[str]:
     return set(inspect.signature(base.forward).parameters) | {"labels"}
 
 
+# ------------------------------------------------------------------------------------------- output folders
 # --------------------------------------------------------------------------------------------------- models
-def is_run_dir(path: Path) -> bool:
-    return (path / "final" / "config.json").is_file() and not (path / "config.json").is_file()
-
-
 def resolve_model_source(model: str, work_dir: Path, announce=print) -> str:
     """A loadable model path or Hub id: a run folder becomes its final/, a denoising autoencoder its encoder."""
-    path = Path(model)
+    path = Path(model_location(model))
     if not path.exists():
         return model  # a Hub id (or a typo: from_pretrained's error names it)
-    if is_run_dir(path):
-        path = path / "final"
     config_file = path / "config.json"
     if not config_file.is_file():
         raise RecipeError(f"model={model!r} is a folder without config.json (nor a run folder with final/).")
@@ -468,9 +476,9 @@ def export_dae_encoder(dae_dir: Path, out: Path, announce=print) -> str:
 
     config = json.loads((dae_dir / "config.json").read_text())
     loader = AutoModelForSeq2SeqLM if "PretrainDAEForDenoising" in config.get("architectures", []) else AutoModel
-    dae = loader.from_pretrained(dae_dir, trust_remote_code=True)
+    dae = loader.from_pretrained(dae_dir, trust_remote_code=False)  # our family: the installed classes
     dae.export_encoder(out)
-    AutoTokenizer.from_pretrained(dae_dir, trust_remote_code=True).save_pretrained(out)
+    save_tokenizer(AutoTokenizer.from_pretrained(dae_dir, trust_remote_code=False), out)
     announce(f"{dae_dir} is a denoising autoencoder: fine-tuning its encoder, exported to {out}")
     return str(out)
 
@@ -482,8 +490,9 @@ def auto_class_for(task: str):
 
 
 def build_model(model_path: str, task: str, scheme: LabelScheme, from_scratch: bool = False, pad_token_id=None,
-                model_config: dict | None = None):
-    """The pretrained weights (or, from_scratch, the same architecture freshly initialized) with a new head."""
+                model_config: dict | None = None, trust_remote_code: bool = False):
+    """The pretrained weights (or, from_scratch, the same architecture freshly initialized) with a new head.
+    trust_remote_code: run the folder's own code when it is not one of our families (see remote_code_allowed)."""
     from transformers import AutoConfig
 
     labels = {
@@ -495,11 +504,12 @@ def build_model(model_path: str, task: str, scheme: LabelScheme, from_scratch: b
     }
     labels = {k: v for k, v in labels.items() if v is not None}
     auto = auto_class_for(task)
+    trust = remote_code_allowed(model_path, trust_remote_code)
     if from_scratch:
-        config = AutoConfig.from_pretrained(model_path, trust_remote_code=True, **labels)
-        model = auto.from_config(config, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust, **labels)
+        model = auto.from_config(config, trust_remote_code=trust)
     else:
-        model = auto.from_pretrained(model_path, trust_remote_code=True, **labels)
+        model = auto.from_pretrained(model_path, trust_remote_code=trust, **labels)
     if model.config.pad_token_id is None and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # batched classification needs it to find the last real token
     return model
@@ -725,7 +735,8 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
     set_seed(recipe.train.seed)  # the new head (and, from scratch, every weight) starts the same way each run
-    model = build_model(model_path, recipe.task, scheme, from_scratch, tokenizer.pad_token_id, recipe.model_config)
+    model = build_model(model_path, recipe.task, scheme, from_scratch, tokenizer.pad_token_id, recipe.model_config,
+                        recipe.trust_remote_code)
     warm = recipe.warm_start
     # Only when the whole encoder trains: a frozen or LoRA-adapted encoder would keep the perturbed weights as they are.
     full_fine_tuning = not recipe.freeze_encoder and recipe.lora is None
@@ -733,7 +744,8 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
         import torch
 
         torch.manual_seed(recipe.train.seed + 1)  # W_init: its own draw, independent of the head's
-        fresh = build_model(model_path, recipe.task, scheme, True, tokenizer.pad_token_id, recipe.model_config)
+        fresh = build_model(model_path, recipe.task, scheme, True, tokenizer.pad_token_id, recipe.model_config,
+                            recipe.trust_remote_code)
         changed = shrink_and_perturb(model, fresh, warm.shrink, warm.perturb)
         start = "fresh" if from_scratch else "pretrained"
         announce(f"warm start: {changed} weight matrices of the {start} encoder -> "
@@ -788,7 +800,7 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
     if "test" in encoded:
         result["test"] = clean_scores(trainer.evaluate(encoded["test"], metric_key_prefix="test"), "test")
     save_best(trainer, tokenizer, out / "model")
-    if not recipe.output.keep_checkpoints:
+    if not recipe.output.keep_checkpoints:  # out/checkpoints is Trainer's, in a folder check_output_dir let us own
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
 
@@ -799,7 +811,7 @@ def save_best(trainer, tokenizer, folder: Path) -> None:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
 
 
 # --------------------------------------------------------------------------------------------------- run
@@ -808,7 +820,9 @@ def prepare(recipe: FinetuneRecipe, out: Path, announce=print):
     from transformers import AutoTokenizer
 
     model_path = resolve_model_source(require_model(recipe), out, announce)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer or model_path, trust_remote_code=True)
+    tokenizer_path = recipe.tokenizer or model_path
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_path, trust_remote_code=remote_code_allowed(tokenizer_path, recipe.trust_remote_code))
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise RecipeError(f"the tokenizer of {model_path!r} has no pad or eos token to pad batches with.")
@@ -831,7 +845,18 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     elif overrides:
         raise ValueError("overrides apply to a recipe name or path; change the FinetuneRecipe object directly.")
     out = Path(recipe.output.dir)
+    model = model_location(require_model(recipe))
+    check_output_dir(out, "finetune", "output.dir")
+    for source in (model, recipe.tokenizer):  # before any work
+        if not source:
+            continue
+        if Path(source).exists() and out.resolve() in (Path(source).resolve(), *Path(source).resolve().parents):
+            # An earlier output of ours may be replaced, but not while it holds what this run reads.
+            raise RecipeError(f"output.dir={str(out)!r} holds {source}, which this run fine-tunes from; allowed: "
+                              "an output.dir that is not the model's or tokenizer's folder and does not contain it.")
+        remote_code_allowed(source, recipe.trust_remote_code)  # refuse a foreign model's code unless asked for
     out.mkdir(parents=True, exist_ok=True)
+    write_output_marker(out, "finetune", FINETUNE_ENTRIES)  # first: a run that stops early stays replaceable
     (out / "recipe.yaml").write_text(recipe.to_yaml())
     model_path, tokenizer, splits, scheme = prepare(recipe, out, announce)
     announce(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -254,6 +255,44 @@ def recipe_from_dict(data: dict) -> Recipe:
     return recipe
 
 
+# --------------------------------------------------------------------------------------------------- resume
+# Keys a rerun may change when it resumes: how long to train, how often to evaluate, save and log, and where.
+# Everything else decides what a step computes (data, tokenizer, model, noise, optimizer), so a resumed run with
+# another value would silently be a mix of two recipes. A changed budget refits the lr schedule from there on.
+SAFE_TO_CHANGE_ON_RESUME = frozenset({
+    "train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every", "train.eval_batches",
+    "train.save_every", "train.keep_last", "train.log_every", "train.max_bad_steps", "train.peak_tflops",
+    "output.dir", "output.log_with", "output.progress_bar",
+})
+
+
+def flat_items(data: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}; values other than mappings are kept as they are."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_items(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_changes(trained_with: dict, requested: Recipe) -> tuple[list[str], list[str]]:
+    """(allowed, refused): `key: old -> new` for every key whose value differs between the recipe a checkpoint was
+    trained with (a dict read from its recipe.yaml) and the one a rerun asks for."""
+    try:  # through the dataclasses, so defaults and types compare alike; a stored key since removed compares raw
+        old = flat_items(recipe_from_dict(trained_with).to_dict())
+    except RecipeError:
+        old = flat_items(trained_with)
+    new = flat_items(requested.to_dict())
+    allowed, refused = [], []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            line = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+            (allowed if key in SAFE_TO_CHANGE_ON_RESUME else refused).append(line)
+    return allowed, refused
+
+
 # --------------------------------------------------------------------------------------------------- validation
 def build_section(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
@@ -313,12 +352,14 @@ def coerce(key: str, value: Any, types_allowed: list) -> Any:
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return finite(key, float(value))
         if origin is float and isinstance(value, str):
             try:  # YAML 1.1 reads `1e-3` (no dot) as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                return finite(key, number)
         if origin is str and isinstance(value, str):
             return value
         if origin is list:
@@ -326,6 +367,13 @@ def coerce(key: str, value: Any, types_allowed: list) -> Any:
         if origin is dict and isinstance(value, dict):
             return value
     raise RecipeError(f"{key}={value!r} is not allowed; it must be {describe(types_allowed)}.")
+
+
+def finite(key: str, value: float) -> float:
+    """nan passes every range check (all comparisons with it are false) and inf would never end a budget."""
+    if not math.isfinite(value):
+        raise RecipeError(f"{key}={value!r} is not allowed; it must be a finite number (not nan or inf).")
+    return value
 
 
 def describe(types_allowed) -> str:
@@ -337,6 +385,9 @@ def describe(types_allowed) -> str:
 def check_recipe(recipe: Recipe) -> None:
     """Rules that span several keys."""
     train, data = recipe.train, recipe.data
+    for name, value in recipe.model.config.items():  # passed to the model's config class as they are
+        if isinstance(value, float):
+            finite(f"model.config.{name}", value)
     if train.max_steps is None and train.max_tokens is None and train.max_minutes is None:
         raise RecipeError("train.max_steps, train.max_tokens and train.max_minutes are all null; set a budget.")
     masking = recipe.masking
@@ -347,6 +398,12 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if masking.whole_word and masking.span:
         raise RecipeError("masking.whole_word=true and masking.span=true: choose one of the two.")
+    if recipe.objective == "dae" and data.streaming:
+        raise RecipeError(
+            "data.streaming=true is not available for objective 'dae': its batches group documents of similar "
+            "length (a length-bucketed sampler over the whole corpus), which needs the corpus in memory. Set "
+            "data.streaming=false (data.max_documents caps how many are read), or stream with objective 'mlm'."
+        )
     if data.source == "files" and not data.train_files:
         raise RecipeError("data.source='files' needs data.train_files (a path or glob, or a list of them).")
     if data.source == "hub" and not data.hub_dataset:

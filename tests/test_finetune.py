@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -286,6 +287,72 @@ def test_builtin_task_is_the_default_data(encoder_dir, tmp_path):
     ])
     assert len(result["label_names"]) == 8 and "asyncio" in result["label_names"]
     assert "test" in result["runs"]["pretrained"]
+
+
+# --------------------------------------------------------------------------------------------- what it touches
+def files_under(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_output_dir_refuses_a_pretraining_run_and_keeps_its_checkpoints(tmp_path, capsys):
+    """Issue 15's probe: `finetune RECIPE model=RUN output.dir=RUN` deleted RUN/checkpoints."""
+    run = tiny_models.make_run_dir(tmp_path / "run")
+    (run / "checkpoints" / "step-20").mkdir(parents=True)
+    (run / "checkpoints" / "step-20" / "COMPLETE").write_text("{}")
+    before = files_under(run)
+    assert transfer_main(["finetune", "finetune-classification", f"model={run}", f"output.dir={run}", *QUIET]) == 2
+    error = capsys.readouterr().err
+    assert f"output.dir={str(run)!r} holds checkpoints" in error and "allowed: a new or empty folder" in error
+    assert files_under(run) == before  # refused before any work: not even recipe.yaml was rewritten
+
+
+def test_output_dir_of_an_earlier_finetune_is_reused_but_not_a_users_file(encoder_dir, sentiment_files, tmp_path,
+                                                                          capsys):
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    args = ["finetune", "finetune-classification", f"model={encoder_dir}", "data.source=files",
+            f"data.train_files={train}", f"output.dir={out}", "train.max_steps=1", "train.eval_every=1", *QUIET]
+    assert transfer_main(args) == 0
+    assert transfer_main(args) == 0  # its own earlier output (the marker says so): replaced
+    assert json.loads((out / ".hf_pretrain_output.json").read_text())["command"] == "finetune"
+    # Its own earlier output, but also the model this run would read: replacing it would lose the model.
+    assert transfer_main([*args, f"model={out / 'model'}"]) == 2
+    assert f"holds {out / 'model'}, which this run fine-tunes from" in capsys.readouterr().err
+    assert (out / "model" / "model.safetensors").is_file()
+    (out / "notes.md").write_text("kept")
+    assert transfer_main(args) == 2
+    assert f"output.dir={str(out)!r} holds notes.md" in capsys.readouterr().err
+    assert (out / "notes.md").read_text() == "kept"
+
+
+def test_finetune_never_runs_code_files_of_our_own_folder(encoder_dir, sentiment_files, tmp_path):
+    """Our families load through the installed classes: a folder of ours whose code files (and a tokenizer
+    auto_map) raise when run fine-tunes all the same, pretrained and from scratch."""
+    folder = tiny_models.tamper_code_files(shutil.copytree(encoder_dir, tmp_path / "tampered"))
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    assert transfer_main([
+        "finetune", "finetune-classification", f"model={folder}", "data.source=files", f"data.train_files={train}",
+        f"output.dir={out}", "train.max_steps=1", "train.eval_every=1", *QUIET, "--compare-scratch",
+    ]) == 0
+    # The saved tokenizer names no code: the built-in class that loaded it is what loads it again.
+    assert "auto_map" not in json.loads((out / "model" / "tokenizer_config.json").read_text())
+
+
+def test_finetune_runs_a_foreign_models_code_only_with_trust_remote_code(sentiment_files, tmp_path, capsys):
+    folder = tiny_models.save_foreign_code_folder(tmp_path / "foreign")
+    train, _ = sentiment_files
+    out = tmp_path / "out"
+    args = ["finetune", "finetune-classification", f"model={folder}", "data.source=files",
+            f"data.train_files={train}", f"output.dir={out}", *QUIET]
+    assert transfer_main(args) == 2
+    error = capsys.readouterr().err
+    assert "trust_remote_code=true" in error and "modeling_foreign.py" in error and str(folder) in error
+    assert not out.exists()  # refused before any work
+    with pytest.raises(RecipeError, match=r"trust_remote_code='maybe' is not allowed; it must be true/false"):
+        finetune_recipe_from_dict({"trust_remote_code": "maybe"})
+    with pytest.raises(RuntimeError, match=tiny_models.FOREIGN):  # asked for: its code runs (and here raises)
+        transfer_main([*args, "--trust-remote-code"])
 
 
 # --------------------------------------------------------------------------------------------------- metrics

@@ -63,6 +63,12 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
         ({"train": "fast"}, "train must be a mapping"),
         ({"train": {"encoder_lr_scale": 0.1}}, "train.encoder_lr_scale=0.1 is for the denoising autoencoders"),
         ({"train": {"encoder_lr_scale": 0}}, "train.encoder_lr_scale=0.0 is not allowed; it must be > 0.0"),
+        # nan passes every range check and inf never ends a budget: both are refused for every float key.
+        ({"train": {"max_minutes": "nan"}}, "train.max_minutes=nan is not allowed; it must be a finite number"),
+        ({"train": {"max_minutes": float("inf")}}, "train.max_minutes=inf is not allowed; it must be a finite"),
+        ({"train": {"lr": float("nan")}}, "train.lr=nan is not allowed; it must be a finite number"),
+        ({"masking": {"mlm_probability": "-inf"}}, "masking.mlm_probability=-inf is not allowed; it must be a finite"),
+        ({"model": {"config": {"hidden_dropout": float("nan")}}}, "model.config.hidden_dropout=nan is not allowed"),
     ],
 )
 def test_bad_recipes_fail_with_the_key_the_value_and_what_is_allowed(data, message):

@@ -11,6 +11,9 @@ Pooling (how token states become one vector per text):
 
 `pipeline("feature-extraction", model=FOLDER, trust_remote_code=True)` also works on both families: it returns the
 per-token states of the encoder (for the autoencoder, the encoder's states; the decoder does not run).
+
+Our own families load through the classes hf_pretrain installs (a folder's .py files never run); another model's own
+code runs only with `trust_remote_code=True` (`--trust-remote-code`).
 """
 
 from __future__ import annotations
@@ -21,29 +24,24 @@ from pathlib import Path
 import numpy as np
 
 from ..data.features import read_table
+from ..folders import model_location, remote_code_allowed
 
 POOLINGS = ("auto", "mean", "cls", "pooler")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 
-def resolve_model_dir(model: str) -> str:
-    """A run folder becomes its final/; anything else (a model folder, a Hub id) is used as given."""
-    path = Path(model)
-    if (path / "final" / "config.json").is_file() and not (path / "config.json").is_file():
-        return str(path / "final")
-    return model
-
-
-def load_feature_model(model: str):
-    """(model in eval mode, tokenizer) through AutoModel: the bare encoder, or the autoencoder's base model."""
+def load_feature_model(model: str, trust_remote_code: bool = False):
+    """(model in eval mode, tokenizer) through AutoModel: the bare encoder, or the autoencoder's base model.
+    A run folder means its final/. trust_remote_code: run a model's own code when it is not one of our families."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = resolve_model_dir(model)
-    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "hf_pretrain_dae_features":
+    path = model_location(model)
+    trust = remote_code_allowed(path, trust_remote_code, "--trust-remote-code")
+    if AutoConfig.from_pretrained(path, trust_remote_code=trust).model_type == "hf_pretrain_dae_features":
         # (checked first: such a folder has no tokenizer to load)
         raise ValueError(f"model={model!r} is a feature autoencoder (vector inputs); embedding text needs a text model.")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-    loaded = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+    loaded = AutoModel.from_pretrained(path, trust_remote_code=trust).eval()
     return loaded, tokenizer
 
 
@@ -139,11 +137,12 @@ def write_vectors(vectors: np.ndarray, texts: list[str], out: str | Path) -> Pat
 
 
 def embed_file(model: str, file: str | Path, out: str | Path, column: str = "text", pooling: str = "auto",
-               batch_size: int = 32, max_length: int | None = None, normalize: bool = False) -> Path:
+               batch_size: int = 32, max_length: int | None = None, normalize: bool = False,
+               trust_remote_code: bool = False) -> Path:
     if Path(out).suffix not in (".npy", ".parquet"):  # fail before loading anything
         raise ValueError(f"--out {str(out)!r} is not allowed; name a .npy or .parquet file.")
     texts = read_texts(file, column)
-    loaded, tokenizer = load_feature_model(model)
+    loaded, tokenizer = load_feature_model(model, trust_remote_code)
     vectors = embed_texts(loaded, tokenizer, texts, pooling, batch_size, max_length, normalize)
     return write_vectors(vectors, texts, out)
 

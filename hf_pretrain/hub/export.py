@@ -5,6 +5,11 @@ The folder holds: weights (`model.safetensors`), `config.json` with the family's
 `recipe.yaml`, `training_summary.json`, `loss_curve.png` (when matplotlib is installed) and the model card
 `README.md`. `encoder_only=True` exports a denoising autoencoder's encoder as an encoder-family checkpoint.
 
+The run's model and tokenizer load through the classes hf_pretrain installs, never through the .py files in final/;
+the code files in the export are the installed package's. `--out` must be a new or empty folder or an earlier export
+(it holds the marker `.hf_pretrain_output.json`, which is not pushed); an earlier export is replaced by building the
+new one beside it and swapping the two, so a failure leaves one of them in place.
+
 Pushing uses huggingface_hub's `create_repo` + `upload_folder`; with HF_HUB_OFFLINE set it fails before any request.
 """
 
@@ -12,9 +17,18 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
+from ..folders import (
+    OUTPUT_MARKER,
+    check_output_dir,
+    save_tokenizer,
+    swap_into_place,
+    verify_complete,
+    write_output_marker,
+)
 from .card import write_card
 from .report import PlotsUnavailable, plot_loss, read_run
 
@@ -30,11 +44,18 @@ class ExportError(ValueError):
 
 
 def final_folder(run_dir: Path) -> Path:
+    """RUN/final, checked against its COMPLETE marker (the sha256 of every file, written last by the loop)."""
     final = run_dir / "final"
     if not (final / "config.json").is_file():
         raise ExportError(
             f"{run_dir} has no final/config.json: export needs a finished pretraining run folder (its output.dir); "
             "a run that was stopped early can be finished by running the same pretrain command again."
+        )
+    problem = verify_complete(final)
+    if problem is not None:
+        raise ExportError(
+            f"{final} cannot be exported: {problem}. Running the same pretrain command again rewrites final/ from "
+            "the last checkpoint."
         )
     return final
 
@@ -52,7 +73,7 @@ def save_model(final: Path, out: Path, model_type: str, encoder_only: bool) -> N
     import transformers
 
     loader = getattr(transformers, EXPORT_LOADERS[model_type])
-    model = loader.from_pretrained(final, trust_remote_code=True)
+    model = loader.from_pretrained(final, trust_remote_code=False)  # model_type_of admitted only our families
     if encoder_only:
         if model_type != "hf_pretrain_dae":
             raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
@@ -72,7 +93,7 @@ def copy_tokenizer(final: Path, out: Path) -> None:
     if (final / "tokenizer.json").is_file() or (final / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(final, trust_remote_code=True).save_pretrained(out)
+        save_tokenizer(AutoTokenizer.from_pretrained(final, trust_remote_code=False), out)
 
 
 def find_finetune_metrics(run_dir: Path) -> Path | None:
@@ -105,20 +126,24 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
     run_dir = Path(run_dir)
     final = final_folder(run_dir)
     model_type = model_type_of(final)
-    out = Path(out) if out else run_dir / ("export-encoder" if encoder_only else "export")
-    if out.resolve() == final.resolve() or out.resolve() == run_dir.resolve():
-        raise ExportError(f"--out {out} would overwrite the run itself; choose a new folder.")
-    staging = out.with_name(f".{out.name}.tmp")  # built aside, then renamed: a failed export leaves no half folder
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    default = run_dir / ("export-encoder" if encoder_only else "export")
+    out = Path(out) if out else default
+    if out.resolve() in (final.resolve(), run_dir.resolve(), *run_dir.resolve().parents):
+        raise ExportError(f"--out {out} would overwrite the run itself ({run_dir}); allowed: a new or empty folder, "
+                          f"or an earlier export (the default is {default}).")
+    check_output_dir(out, "export", "--out", error=ExportError)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Built aside under a name no one else uses (so nothing but our own staging is ever removed), then swapped in.
+    staging = out.with_name(f".{out.name}.export-{secrets.token_hex(4)}")
+    staging.mkdir()
     try:
         fill_export_folder(run_dir, final, staging, model_type, encoder_only, finetune_metrics, repo_id, license,
                            model_name=repo_id.split("/")[-1] if repo_id else out.name, announce=announce)
+        write_output_marker(staging, "export", (p.name for p in staging.iterdir()))
+        swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
     return out
 
 
@@ -181,7 +206,9 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        # The output marker is local bookkeeping (what a re-export may replace), not part of the model.
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                                   ignore_patterns=[OUTPUT_MARKER])
     except (HfHubHTTPError, OSError) as error:  # OSError covers connection failures
         raise ExportError(
             f"pushing {folder} to {repo_id!r} at {api.endpoint} failed: {type(error).__name__}: {error}. "

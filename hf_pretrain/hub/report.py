@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from ..training.metrics import read_metrics
+
 PLOTS_HINT = "plots need matplotlib: pip install matplotlib (or pip install 'hf_pretrain[plots]')"
 
 
@@ -26,7 +28,7 @@ def read_run(run_dir: str | Path) -> dict:
     metrics_file = run_dir / "metrics.jsonl"
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a pretraining run folder (output.dir)?")
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir)
     summary_file, recipe_file = run_dir / "summary.json", run_dir / "recipe.yaml"
     return {
         "records": records,

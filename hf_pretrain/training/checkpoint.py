@@ -8,8 +8,12 @@ Layout of `RUN/checkpoints/step-00000100/`:
     COMPLETE                  written last: sha256 of every file above
 
 A checkpoint is written into a hidden temporary folder and renamed into place only once COMPLETE is on disk, so a
-crash or a kill mid-write never leaves a folder that looks finished. On resume each candidate's files are checked
-against COMPLETE; a damaged newest checkpoint is reported and the previous one is used.
+crash or a kill mid-write never leaves a folder that looks finished. Saving a step that already exists (the final
+save right after a periodic one) first renames the old copy aside and removes it only once the new one is in
+place: at every moment one complete copy of the step is on disk, and resume finds the set-aside copy too. On
+resume each candidate's files are checked against COMPLETE; a damaged newest checkpoint is reported and the
+previous one is used. `final/` gets the same marker and the same swap. A lock file keeps a second process out of
+a run folder; a lock left by a killed process on this machine is detected and taken over.
 
 Why not `accelerator.save_state`: it pickles the optimizer and RNG states (`torch.save`), and the brief says weights
 and states are safetensors/JSON only. Our data order and noise are pure functions of (seed, epoch, index) and the
@@ -18,7 +22,6 @@ dropout RNG is reseeded from (seed, step, rank) every step, so no RNG state need
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,8 +31,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-COMPLETE = "COMPLETE"
+from ..folders import SET_ASIDE, recover_set_aside, swap_into_place, verify_complete, write_complete_marker
+
 PREFIX = "step-"
+LOCK = ".lock"
 
 
 @dataclass
@@ -49,26 +54,6 @@ class TrainerState:
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"{PREFIX}{step:08d}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path) -> None:
@@ -107,8 +92,11 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: TrainerState,
     keep_last: int,
+    recipe_yaml: str,
 ) -> Path:
-    """Write a complete checkpoint atomically (call on the main process only) and prune old ones."""
+    """Write a complete checkpoint atomically (call on the main process only) and prune old ones.
+
+    `recipe_yaml` (the resolved recipe) is stored with it: a rerun compares its own recipe against it."""
     final = checkpoint_dir(run_dir, trainer_state.step)
     temporary = final.parent / f".tmp-{final.name}"
     if temporary.exists():
@@ -119,56 +107,58 @@ def save_checkpoint(
         tokenizer.save_pretrained(temporary / "model")
     optimizer_to_files(optimizer, temporary)
     (temporary / "trainer_state.json").write_text(json.dumps(asdict(trainer_state), indent=2))
-    hashes = {
-        str(path.relative_to(temporary)): sha256_of(path) for path in sorted(temporary.rglob("*")) if path.is_file()
-    }
-    (temporary / COMPLETE).write_text(json.dumps(hashes, indent=2))
-    fsync_tree(temporary)
-    if final.exists():  # the same step saved again (e.g. the final save right after a periodic one)
-        shutil.rmtree(final)
-    os.replace(temporary, final)
+    (temporary / "recipe.yaml").write_text(recipe_yaml)
+    write_complete_marker(temporary)
+    swap_into_place(temporary, final)
     prune_checkpoints(run_dir, keep_last)
     return final
 
 
+def step_of(folder: Path) -> int:
+    return int(folder.name.rsplit(PREFIX, 1)[1])
+
+
+def recover_interrupted_swaps(run_dir: Path) -> None:
+    """Put back every set-aside copy (of a checkpoint or of final/) whose replacement never arrived. Main process
+    only, before anything looks for checkpoints."""
+    run_dir = Path(run_dir)
+    for set_aside in [*run_dir.glob(f"{SET_ASIDE}final"), *run_dir.glob(f"checkpoints/{SET_ASIDE}{PREFIX}*")]:
+        recover_set_aside(set_aside.parent / set_aside.name[len(SET_ASIDE):])
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint folders, newest first (temporary folders excluded)."""
+    """Checkpoint folders, newest first (temporary and set-aside folders excluded)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-    return sorted(found, key=lambda p: p.name, reverse=True)
+    return sorted(found, key=step_of, reverse=True)
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    for stale in list_checkpoints(run_dir)[keep_last:]:
+    """Keep the newest `keep_last` checkpoints (at least the one just written: keep_last >= 1 is validated)."""
+    for stale in list_checkpoints(run_dir)[max(keep_last, 1):]:
         shutil.rmtree(stale, ignore_errors=True)
     for leftover in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def verify_checkpoint(folder: Path) -> str | None:
-    """None when every file listed in COMPLETE is present with its hash; otherwise what is wrong."""
-    marker = folder / COMPLETE
-    if not marker.is_file():
-        return "no COMPLETE marker (the write did not finish)"
-    try:
-        hashes = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        return "COMPLETE marker is unreadable"
-    for name, expected in hashes.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if sha256_of(path) != expected:
-            return f"{name} does not match its recorded sha256 (corrupted)"
-    return None
+def set_aside_newer_checkpoints(run_dir: Path, step: int, report=print) -> None:
+    """Checkpoints newer than the one a run resumes from failed verification: rename them out of the way (kept for
+    inspection, never deleted), so pruning, which goes by step, cannot evict good checkpoints in their favour."""
+    for folder in list_checkpoints(run_dir):
+        if step_of(folder) > step:
+            target = folder.parent / f".unusable-{folder.name}"
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(folder, target)
+            report(f"moved the unusable checkpoint {folder.name} to {target}")
 
 
 def find_resumable_checkpoint(run_dir: Path, report=print) -> Path | None:
     """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
     for folder in list_checkpoints(run_dir):
-        problem = verify_checkpoint(folder)
+        problem = verify_complete(folder)
         if problem is None:
             return folder
         report(f"checkpoint {folder} is unusable: {problem}; falling back to an earlier one")
@@ -192,3 +182,59 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
 
 def load_trainer_state(folder: Path) -> TrainerState:
     return TrainerState(**json.loads((folder / "trainer_state.json").read_text()))
+
+
+# ----------------------------------------------------------------------------------------------- run lock
+class RunFolderBusy(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+def acquire_run_lock(run_dir: Path, report=print) -> Path:
+    """Create RUN/.lock (pid and host) atomically, or refuse: two processes on one run folder would write the same
+    checkpoint names and prune each other's. A lock whose process is gone (killed) on this host is taken over."""
+    import socket
+
+    path = Path(run_dir) / LOCK
+    owner = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            if holder.get("host") == owner["host"] and not process_alive(holder.get("pid")):
+                report(f"{path}: taking over the lock of process {holder.get('pid')}, which is no longer running")
+                path.unlink(missing_ok=True)
+                continue
+            raise RunFolderBusy(
+                f"output.dir={str(run_dir)!r} is in use by process {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')} ({path}). Wait for it to finish, choose another output.dir, or delete "
+                f"{path} if you are sure that process is gone."
+            ) from None
+        with os.fdopen(handle, "w") as lock_file:
+            lock_file.write(json.dumps(owner))
+        return path
+    raise RunFolderBusy(f"could not take the lock {path}; another process keeps creating it.")
+
+
+def release_run_lock(path: Path | None) -> None:
+    if path is not None:
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, json.JSONDecodeError):
+            pass
+
+
+def process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

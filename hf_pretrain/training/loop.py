@@ -22,21 +22,39 @@ from accelerate import Accelerator, skip_first_batches
 from accelerate.utils import DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
-from ..recipe import Recipe
+from ..folders import swap_into_place, write_complete_marker
+from ..recipe import Recipe, RecipeError, resume_changes
 from .checkpoint import (
+    LOCK,
     TrainerState,
+    acquire_run_lock,
     find_resumable_checkpoint,
     load_model_weights,
     load_trainer_state,
     optimizer_from_files,
+    recover_interrupted_swaps,
+    release_run_lock,
     save_checkpoint,
+    set_aside_newer_checkpoints,
+    step_of,
 )
-from .metrics import MetricsLog, peak_tflops
+from .metrics import MetricsLog, peak_tflops, truncate_metrics
 from .schedules import lr_multiplier
 
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived: a checkpoint of the current step was saved and the run stopped."""
+
+    def __init__(self, signal_number: int, checkpoint: Path):
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"stopped by signal {signal_number}; saved {checkpoint}. Run the same command again to resume."
+        )
 
 
 def resolve_precision(precision: str) -> str:
@@ -80,12 +98,23 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
 class Pretraining:
     """Holds what the loop needs; `run()` is the loop. Subclass and override `forward_loss` in tests."""
 
-    def __init__(self, recipe: Recipe, objective_factory=None, announce=print):
-        from .objectives import build_objective
-
+    def __init__(self, recipe: Recipe, objective_factory=None, announce=print, restart: bool = False):
+        """`restart`: an earlier run in output.dir is moved aside into RUN/replaced-<time>/ (nothing is deleted)
+        and training starts over; without it a rerun resumes, and is refused if the recipe changed."""
         self.recipe = recipe
         self.announce = announce
         self.run_dir = Path(recipe.output.dir)
+        self.lock = None
+        try:
+            self.setup(objective_factory, restart)
+        except BaseException:
+            release_run_lock(self.lock)
+            raise
+
+    def setup(self, objective_factory, restart: bool) -> None:
+        from .objectives import build_objective
+
+        recipe, announce = self.recipe, self.announce
         train = recipe.train
         log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
         self.accelerator = Accelerator(
@@ -99,6 +128,16 @@ class Pretraining:
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = acquire_run_lock(self.run_dir, announce)
+            recover_interrupted_swaps(self.run_dir)
+            if restart:
+                move_run_aside(self.run_dir, announce)
+        self.accelerator.wait_for_everyone()
+        # The checkpoint to resume from, and its recipe checked against this one, before any work.
+        self.resume_from = find_resumable_checkpoint(self.run_dir, report=announce if self.is_main else silent)
+        if self.resume_from is not None:
+            check_resume_recipe(self.resume_from, self.run_dir, recipe, announce)
+        if self.is_main:
             (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         self.accelerator.wait_for_everyone()
 
@@ -162,9 +201,21 @@ class Pretraining:
             fractions.append(state.elapsed_seconds / (60 * train.max_minutes))
         return max(fractions)
 
-    def budget_spent(self) -> bool:
-        spent = torch.tensor(float(self.progress() >= 1.0), device=self.accelerator.device)
-        return bool(self.accelerator.reduce(spent, reduction="max").item())  # all ranks stop together
+    def should_stop(self) -> bool:
+        """Budget spent or a stop signal on any rank: all ranks stop together, after the same step."""
+        flags = torch.tensor(
+            [float(self.progress() >= 1.0), float(self.stop_signal is not None)], device=self.accelerator.device
+        )
+        flags = self.accelerator.reduce(flags, reduction="max")
+        self.interrupted = bool(flags[1].item())
+        return bool(flags.max().item())
+
+    def request_stop(self, signal_number: int, _frame=None) -> None:
+        """SIGTERM/SIGINT: finish the current step, save, stop. A second one stops at once."""
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.stop_signal = signal_number
+        self.announce(f"signal {signal_number}: saving a checkpoint after this step, then stopping")
 
     def forward_loss(self, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
         """Loss of one micro-batch, normalized by the predicted items of the whole step on all ranks, so that
@@ -186,14 +237,18 @@ class Pretraining:
         torch.manual_seed(seed % (2**63))
 
     def resume(self) -> None:
-        found = find_resumable_checkpoint(self.run_dir, report=self.announce) if self.run_dir.exists() else None
+        found = self.resume_from
         if found is None:
+            # Starting from step 0: records an earlier, checkpoint-less attempt left would be logged twice.
+            if self.is_main:
+                truncate_metrics(self.run_dir / "metrics.jsonl", -1, self.announce)
             return
         self.state = load_trainer_state(found)
         load_model_weights(self.accelerator.unwrap_model(self.model), found)
         optimizer_from_files(self.raw_optimizer, found)
         if self.is_main:
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+            set_aside_newer_checkpoints(self.run_dir, step_of(found), self.announce)
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step, self.announce)
         self.announce(f"resumed from {found} (step {self.state.step}, epoch {self.state.epoch})")
 
     def evaluate(self) -> dict:
@@ -223,11 +278,29 @@ class Pretraining:
                 self.raw_optimizer,
                 self.state,
                 keep_last=self.recipe.train.keep_last,
+                recipe_yaml=self.recipe.to_yaml(),
             )
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------- the loop
     def run(self) -> dict:
+        """Train to the budget (or to a SIGTERM/SIGINT: checkpoint, then TrainingInterrupted); always release
+        the run folder's lock."""
+        import signal
+        import threading
+
+        self.stop_signal, self.interrupted = None, False
+        handled = (signal.SIGTERM, signal.SIGINT)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {number: signal.signal(number, self.request_stop) for number in handled} if in_main_thread else {}
+        try:
+            return self.train_to_budget()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            release_run_lock(self.lock)
+
+    def train_to_budget(self) -> dict:
         train, state, accelerator = self.recipe.train, self.state, self.accelerator
         self.resume()
         state = self.state
@@ -240,7 +313,7 @@ class Pretraining:
         clock = time.perf_counter() - state.elapsed_seconds
         self.model.train()
 
-        while not self.budget_spent():
+        while not self.should_stop():
             # ---- data for one optimizer step: grad_accum micro-batches (the epoch rolls over as needed)
             wait_start = time.perf_counter()
             micro_batches = [self.next_batch(resumed_at) for _ in range(train.grad_accum)]
@@ -319,6 +392,10 @@ class Pretraining:
 
         if bar is not None:
             bar.close()
+        if self.interrupted:
+            if state.bad_steps_in_a_row == 0:  # inside a streak of non-finite steps the last checkpoint stays
+                self.save()
+            raise TrainingInterrupted(self.stop_signal or 0, find_resumable_checkpoint(self.run_dir, silent))
         if state.last_eval.get("step") != state.step:
             self.evaluate_and_log()
         finish = getattr(self.objective, "finish_training", None)
@@ -370,8 +447,8 @@ class Pretraining:
             self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
             if self.objective.tokenizer is not None:  # the feature autoencoder reads vectors: no tokenizer
                 self.objective.tokenizer.save_pretrained(temporary)
-            shutil.rmtree(final_dir, ignore_errors=True)
-            temporary.rename(final_dir)
+            write_complete_marker(temporary)  # export checks it
+            swap_into_place(temporary, final_dir)
         self.accelerator.wait_for_everyone()
         return final_dir
 
@@ -440,14 +517,6 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return flat
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint we resume from: they will be written again."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def make_progress_bar(recipe: Recipe, is_main: bool, state: TrainerState):
     if not (is_main and recipe.output.progress_bar):
         return None
@@ -468,3 +537,45 @@ def update_progress_bar(bar, record: dict, progress: float) -> None:
 
 
 __all__ = ["Pretraining", "TrainingDiverged"]
+
+
+def silent(*_args) -> None:
+    """Reports of other ranks: the main process says it once."""
+
+
+def check_resume_recipe(checkpoint: Path, run_dir: Path, recipe: Recipe, announce) -> None:
+    """Refuse to resume with a recipe that changes what a step computes; allow and say the safe changes."""
+    import yaml
+
+    stored = checkpoint / "recipe.yaml"
+    if not stored.is_file():  # checkpoints written before they carried their recipe
+        stored = run_dir / "recipe.yaml"
+    if not stored.is_file():
+        return
+    allowed, refused = resume_changes(yaml.safe_load(stored.read_text()) or {}, recipe)
+    if refused:
+        raise RecipeError(
+            f"output.dir={str(run_dir)!r} holds a run trained with another recipe (checkpoint {checkpoint.name}); "
+            f"resuming would mix the two. Changed: {'; '.join(refused)}. Run again with the recipe it was trained "
+            "with, choose a new output.dir, or add --restart to move the earlier run aside and start over."
+        )
+    if allowed:
+        announce(f"resuming from {checkpoint.name} with changed settings: {'; '.join(allowed)}")
+
+
+def move_run_aside(run_dir: Path, announce) -> Path | None:
+    """--restart: move everything an earlier run left in `run_dir` into run_dir/replaced-<UTC time>/ (nothing is
+    deleted; earlier replaced-* folders and the lock stay where they are)."""
+    entries = [p for p in run_dir.iterdir() if p.name != LOCK and not p.name.startswith("replaced-")]
+    if not entries:
+        return None
+    target = run_dir / time.strftime("replaced-%Y%m%d-%H%M%S", time.gmtime())
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir()
+    for entry in entries:
+        entry.rename(target / entry.name)
+    announce(f"--restart: moved the earlier run in {run_dir} to {target}")
+    return target

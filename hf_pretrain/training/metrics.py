@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -102,8 +103,49 @@ class MetricsLog:
             self.accelerator.log(numeric, step=step)
 
 
+def parse_metrics(text: str) -> tuple[list[dict], int]:
+    """The records of a metrics.jsonl text, and how many lines could not be read.
+
+    A kill or a full disk mid-write leaves a torn last line (and the next append glues its record onto it): such
+    lines are skipped and counted, never fatal, so they cannot block a resume or a report.
+    """
+    records, unreadable = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            unreadable += 1
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            unreadable += 1
+            continue
+        records.append(record)
+    return records, unreadable
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
+    """Every readable record of RUN/metrics.jsonl ([] when there is none)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_metrics(path.read_text(encoding="utf-8", errors="replace"))[0]
+
+
+def truncate_metrics(path: Path, step: int, announce=print) -> None:
+    """Keep the records up to `step` (those after the checkpoint a run resumes from will be logged again; -1 keeps
+    none) and drop unreadable lines. Rewritten through a temporary file and a rename: a kill during the rewrite
+    leaves the old file or the new one, never half of it."""
+    path = Path(path)
+    if not path.exists():
+        return
+    records, unreadable = parse_metrics(path.read_text(encoding="utf-8", errors="replace"))
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records if record["step"] <= step)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    if unreadable:
+        announce(f"{path}: dropped {unreadable} unreadable line(s) (a write cut short by a kill or a full disk).")

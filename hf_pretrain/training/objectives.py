@@ -17,6 +17,7 @@ import itertools
 import math
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 
@@ -115,16 +116,32 @@ def texts_for_tokenizer(train_texts, limit: int | None) -> list[str]:
 class StreamedBlocks(torch.utils.data.IterableDataset):
     """Packed blocks of a text stream, for corpora larger than memory (the DataLoader iterates it; Accelerate's
     dispatcher reads it on the main process and hands each rank its slice of every global batch, so ranks never
-    see the same block). Each pass over the stream is one epoch; the masks still change per epoch."""
+    see the same block). Each pass over the stream is one epoch; the masks still change per epoch.
+
+    DataLoader workers: a `datasets.IterableDataset` read inside worker w of k yields only that worker's shards
+    (files) of the corpus, so each worker packs its own documents and block n of worker w gets the noise key
+    n * k + w: every block once, keys unique across workers, the same blocks and keys on every pass (exact
+    resume, for a fixed train.num_workers). Any other iterable of texts is read whole by every worker, which keeps
+    every k-th block under its own global key."""
 
     def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
         from ..data.packing import pack_stream
 
         super().__init__()
+        self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
         self.blocks = pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts)
 
     def __iter__(self):
-        return iter(self.blocks)
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            yield from self.blocks
+        elif self.shards_per_worker:
+            for block in self.blocks:
+                yield {**block, "example_index": block["example_index"] * worker.num_workers + worker.id}
+        else:
+            for block in self.blocks:
+                if int(block["example_index"]) % worker.num_workers == worker.id:
+                    yield block
 
 
 def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:

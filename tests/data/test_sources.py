@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 
@@ -169,3 +170,171 @@ def test_streaming_reads_lazily(tmp_path, wordpiece):
     assert first["input_ids"].shape == (32,) and first["position_ids"][0] == 0
     assert loaded.reports["train"].documents_in < 5000, "only what was needed has been read"
     assert np.all(first["input_ids"] >= 0)
+
+
+# ----------------------------------------------------------------------------------------------- dirt in every format
+# Each format gets the same kinds of dirt; the tests pin the surviving texts and every counter of the report, in
+# memory-mapped and streaming mode, so that nothing is lost or changed without being counted.
+MODES = pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+
+
+def texts_and_report(path, streaming, **options):
+    loaded = sources.load_text_sources(str(path), streaming=streaming, **options)
+    texts = [row["text"] for row in loaded.train]  # a stream's report fills in as it is read
+    return texts, loaded.reports["train"], loaded.summary()
+
+
+COUNTERS = ("documents_in", "documents_out", "empty_dropped", "missing_dropped", "malformed_dropped", "with_nul_bytes",
+            "with_invalid_utf8", "long_documents_split", "pieces_from_splits")
+
+
+def assert_counts(report, **expected):
+    """Every counter of the report; those not named must be 0."""
+    counted = {name: getattr(report, name) for name in COUNTERS}
+    assert counted == {name: expected.get(name, 0) for name in COUNTERS}, report
+
+
+DIRTY_JSONL_LINES = [
+    b'{"id": 1, "text": "good one"}',
+    b'{"text": "bad \xff\xfe utf8"}',  # invalid UTF-8 inside the string
+    b'{"text": "raw nul \x00 byte"}',  # a raw NUL byte (not valid JSON strictly, read all the same)
+    b'{"text": "escaped nul \\u0000 too"}',
+    b'{"text": ""}',
+    b'{"text": null}',
+    b'{"id": 7}',  # no text key: missing
+    b"[1, 2]",  # valid JSON, not an object: malformed
+    b"",  # a blank line holds no row
+    b'{"text": 42}',
+    b'{"text": "lone \\ud800 surrogate"}',  # a JSON escape no UTF-8 writer accepts
+    b'{"text": "good two"}',
+    b'{"text": "abc',  # truncated last line
+]
+
+
+@MODES
+def test_dirty_jsonl_trains_on_the_good_rows_and_counts_each_bad_one(streaming, tmp_path):
+    path = write(tmp_path / "dirty.jsonl", b"\n".join(DIRTY_JSONL_LINES))
+    texts, report, summary = texts_and_report(path, streaming)
+    assert texts == ["good one", "bad \ufffd\ufffd utf8", "raw nul  byte", "escaped nul  too", "42",
+                     "lone \ufffd\ufffd\ufffd surrogate", "good two"]
+    assert_counts(report, documents_in=12, documents_out=7, empty_dropped=1, missing_dropped=2, malformed_dropped=2,
+                  with_nul_bytes=2, with_invalid_utf8=2)
+    assert report.malformed_examples[0] == f"{path}:8: not a JSON object (a JSON array)"
+    assert report.malformed_examples[1].startswith(f"{path}:13: not valid JSON: Unterminated string")
+    assert len(report.malformed_examples) == 2
+    assert ("12 documents in, 7 out: 1 empty, 2 missing and 2 malformed dropped; 2 had NUL bytes (removed), "
+            "2 had invalid UTF-8") in summary
+    assert f"(malformed: {path}:8: not a JSON object (a JSON array), {path}:13: not valid JSON" in summary
+
+
+DIRTY_CSV = (
+    b"id,text\n"
+    b"1,good one\n"
+    b"2,extra,field,here\n"  # which field is extra cannot be told: malformed
+    b'3,"nul \x00 inside"\n'
+    b"4,bad \xff utf8\n"
+    b"5,\n"  # an empty cell: missing
+    b'6,"   "\n'
+    b"\n"
+    b'7,"multi\nline ""quoted"""\n'
+    b"8\n"  # too few fields: malformed
+    b"9,good two\n"
+    b'10,"never closed\n'  # a file cut off inside a quoted field
+)
+
+
+@MODES
+def test_dirty_csv_counts_malformed_rows_instead_of_skipping_them_silently(streaming, tmp_path):
+    path = write(tmp_path / "dirty.csv", DIRTY_CSV)
+    texts, report, summary = texts_and_report(path, streaming)
+    assert texts == ["good one", "nul  inside", "bad \ufffd utf8", 'multi\nline "quoted"', "good two"]
+    assert_counts(report, documents_in=10, documents_out=5, empty_dropped=1, missing_dropped=1, malformed_dropped=3,
+                  with_nul_bytes=1, with_invalid_utf8=1)
+    assert report.malformed_examples == [
+        f"{path}:3: expected 2 fields as in the header, found 4",
+        f"{path}:11: expected 2 fields as in the header, found 1",
+        f"{path}:13: a quoted field is not closed before the end of the file",
+    ]
+    assert "10 documents in, 5 out: 1 empty, 1 missing and 3 malformed dropped" in summary
+
+
+def test_more_malformed_rows_than_the_report_names(tmp_path):
+    path = write(tmp_path / "many.jsonl", "".join(f'{{"text": "row {i}"\n' for i in range(5)) + '{"text": "ok"}\n')
+    texts, report, summary = texts_and_report(path, False)
+    assert texts == ["ok"] and report.malformed_dropped == 5
+    assert [example.split(": ")[0] for example in report.malformed_examples] == [f"{path}:{i}" for i in (1, 2, 3)]
+    assert summary.endswith(", ...)")
+
+
+@MODES
+@pytest.mark.parametrize("column_type", ["string", "binary"])
+def test_dirty_parquet_values_are_cleaned_and_counted(column_type, streaming, tmp_path):
+    raw = [b"good", None, b"", b"  \t", b"nul\x00inside", b"bad \xff x", b"good two"]
+    column = pa.array(raw, pa.binary())
+    if column_type == "string":  # invalid UTF-8 in a string column, as writers other than Arrow can leave it
+        column = pa.Array.from_buffers(pa.string(), len(column), column.buffers())
+    path = tmp_path / "dirty.parquet"
+    pq.write_table(pa.table({"text": column}), path)
+    texts, report, summary = texts_and_report(path, streaming)
+    assert texts == ["good", "nulinside", "bad \ufffd x", "good two"]
+    assert_counts(report, documents_in=7, documents_out=4, empty_dropped=2, missing_dropped=1, malformed_dropped=0,
+                  with_nul_bytes=1, with_invalid_utf8=1)
+    assert "7 documents in, 4 out: 2 empty, 1 missing and 0 malformed dropped" in summary
+
+
+@MODES
+def test_dirty_paragraphs_are_cleaned_and_counted(streaming, tmp_path):
+    path = write(tmp_path / "dirty.txt",
+                 b"first para,\nstill first.\n\n\x00\x00\n\nbad \xff\xfe para\n\n \t \n\nnul\x00para\n\n\n\nlast")
+    texts, report, summary = texts_and_report(path, streaming, format="paragraphs")
+    assert texts == ["first para,\nstill first.", "bad \ufffd\ufffd para", "nulpara", "last"]
+    assert_counts(report, documents_in=6, documents_out=4, empty_dropped=2, missing_dropped=0, malformed_dropped=0,
+                  with_nul_bytes=2, with_invalid_utf8=1)
+
+
+@MODES
+def test_a_compressed_file_cut_short_keeps_what_was_read_and_says_so(streaming, tmp_path):
+    rows = b'{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n'
+    path = write(tmp_path / "cut.jsonl.gz", gzip.compress(rows)[:-8])  # the gzip trailer is missing
+    texts, report, _ = texts_and_report(path, streaming)
+    assert texts == ["one", "two", "three"]
+    assert_counts(report, documents_in=4, documents_out=3, malformed_dropped=1)
+    assert len(report.malformed_examples) == 1
+    assert report.malformed_examples[0].startswith(f"{path}:4: the rest of the file could not be read (EOFError: ")
+
+
+@MODES
+def test_a_json_array_file_and_numbers_in_a_csv_text_column(streaming, tmp_path):
+    array = write(tmp_path / "rows.json", '[\n  {"text": "one"},\n  {"text": "two"},\n  "three"\n]\n')
+    texts, report, _ = texts_and_report(array, streaming)
+    assert texts == ["one", "two"]
+    assert_counts(report, documents_in=3, documents_out=2, malformed_dropped=1)
+    assert report.malformed_examples == [f"{array}: item 2: not a JSON object (a JSON string)"]
+    numbers = write(tmp_path / "numbers.csv", "text\n007\n1.50\n")  # kept as written, not parsed as numbers
+    assert texts_and_report(numbers, streaming)[0] == ["007", "1.50"]
+
+
+@MODES
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_missing_text_column_is_refused_before_any_work(fmt, streaming, tmp_path):
+    content = '{"body": "x"}\n{"body": "y", "id": 2}\n' if fmt == "jsonl" else "id,body\n1,x\n"
+    path = write(tmp_path / f"data.{fmt}", content)
+    keys = "'body', 'id'" if fmt == "jsonl" else "'id', 'body'"
+    expected = rf"text_column='text' is not a column of the data; available columns: \[{keys}\]"
+    with pytest.raises(ValueError, match=expected):
+        sources.load_text_sources(str(path), streaming=streaming)  # raises here, before a stream is read
+
+
+@MODES
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_files_without_rows_give_an_empty_counted_split(fmt, streaming, tmp_path):
+    path = write(tmp_path / f"empty.{fmt}", "" if fmt == "jsonl" else "text\n")
+    texts, report, _ = texts_and_report(path, streaming)
+    assert texts == [] and report.documents_in == report.documents_out == 0
+
+
+def test_a_tolerant_read_is_cached_and_read_again_when_the_file_changes(tmp_path):
+    path = write(tmp_path / "edited.jsonl", '{"text": "before"}\n')
+    assert list(sources.load_text_sources(str(path)).train["text"]) == ["before"]
+    write(path, '{"text": "after, and longer"}\n')
+    assert list(sources.load_text_sources(str(path)).train["text"]) == ["after, and longer"]

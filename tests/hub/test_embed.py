@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -70,3 +71,27 @@ def test_feature_extraction_pipeline_works_on_both_families(run, request):
     features = np.asarray(extract("Alice read the report"))
     tokens = len(extract.tokenizer("Alice read the report")["input_ids"])
     assert features.shape == (1, tokens, 32)
+
+
+def test_embed_never_runs_code_files_of_our_own_folder(mlm_run, tmp_path):
+    """Our families load through the installed classes: a folder of ours whose code files (and a tokenizer
+    auto_map) raise when run embeds all the same, to the same vectors."""
+    folder = tiny_models.tamper_code_files(shutil.copytree(mlm_run / "final", tmp_path / "tampered"))
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    assert transfer_main(["embed", str(folder), str(source), "--out", str(tmp_path / "v.npy")]) == 0
+    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "clean.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), np.load(tmp_path / "clean.npy"))
+
+
+def test_embed_runs_a_foreign_models_code_only_with_the_flag(tmp_path, capsys):
+    folder = tiny_models.save_foreign_code_folder(tmp_path / "foreign")
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "v.npy"
+    assert transfer_main(["embed", str(folder), str(source), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "--trust-remote-code" in error and "configuration_foreign.py" in error and str(folder) in error
+    assert not out.exists()
+    with pytest.raises(RuntimeError, match=tiny_models.FOREIGN):  # asked for: its code runs (and here raises)
+        transfer_main(["embed", str(folder), str(source), "--out", str(out), "--trust-remote-code"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import tiny_models
 from fake_hub import FakeHub
 
 from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.folders import OUTPUT_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,6 +150,95 @@ def test_export_errors_are_clear(tmp_path, mlm_run, capsys):
     assert transfer_main(["export", str(mlm_run), "--encoder-only", "--out", str(tmp_path / "x")]) == 2
     assert "--encoder-only is for denoising-autoencoder runs" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.tmp").exists()  # no half-written folder left
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".x")]  # nor its staging, whatever its name
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A run folder of one's own to change (the session's fixture is shared), without its exports."""
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("export", "export-encoder"))
+    return to
+
+
+def test_export_out_refuses_folders_it_did_not_write_and_replaces_its_own(mlm_run, tmp_path, capsys):
+    """Issue 15's probe: `export RUN --out PARENT_OF_RUN` deleted the run and the user's file beside it."""
+    parent = tmp_path / "parent"
+    run = copy_run(mlm_run, parent / "run")
+    (parent / "notes.txt").write_text("mine")
+    assert transfer_main(["export", str(run), "--out", str(parent)]) == 2
+    error = capsys.readouterr().err
+    assert f"--out {parent}" in error and "allowed: a new or empty folder" in error
+    assert sorted(p.name for p in parent.iterdir()) == ["notes.txt", "run"]  # nothing removed, nothing staged
+    assert (parent / "notes.txt").read_text() == "mine" and (run / "final" / "model.safetensors").is_file()
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data.csv").write_text("1,2\n")
+    assert transfer_main(["export", str(run), "--out", str(theirs)]) == 2
+    error = capsys.readouterr().err
+    assert f"--out {theirs} holds data.csv" in error and OUTPUT_MARKER in error
+    assert [p.name for p in theirs.iterdir()] == ["data.csv"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert transfer_main(["export", str(run), "--out", str(empty)]) == 0
+    assert (empty / "model.safetensors").is_file()
+    out = tmp_path / "export"
+    assert transfer_main(["export", str(run), "--out", str(out)]) == 0
+    assert transfer_main(["export", str(run), "--out", str(out)]) == 0  # its own earlier export: replaced
+    assert json.loads((out / OUTPUT_MARKER).read_text())["command"] == "export"
+    (out / "my-notes.md").write_text("kept")
+    capsys.readouterr()
+    assert transfer_main(["export", str(run), "--out", str(out)]) == 2
+    assert f"--out {out} holds my-notes.md" in capsys.readouterr().err
+    assert (out / "my-notes.md").read_text() == "kept" and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "export", "parent", "theirs"]
+
+
+def test_a_failed_rewrite_of_an_export_keeps_the_earlier_copy(mlm_run, tmp_path, monkeypatch):
+    """The new export is built aside and swapped in; when moving it into place fails (a full disk, say), the
+    earlier export is still there, whole."""
+    out = tmp_path / "export"
+    assert transfer_main(["export", str(mlm_run), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    from hf_pretrain import folders
+
+    replace, failed = folders.os.replace, []
+
+    def rename_failing_once_onto_out(source, target):
+        if Path(target) == out and not failed:
+            failed.append(source)
+            raise OSError(28, "No space left on device")
+        return replace(source, target)
+
+    monkeypatch.setattr(folders.os, "replace", rename_failing_once_onto_out)
+    assert transfer_main(["export", str(mlm_run), "--out", str(out)]) == 2
+    assert failed  # the new copy was complete and about to take the old one's place
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging or set-aside copy left
+
+
+def test_export_never_runs_code_files_of_the_run_folder(mlm_run, tmp_path, capsys):
+    """Our families load through the installed classes: code files in final/ that raise when run (and a tokenizer
+    auto_map naming one more) do not stop the export, and the export holds the package's own code."""
+    import hf_pretrain.models
+
+    from hf_pretrain.folders import write_complete_marker
+
+    run = copy_run(mlm_run, tmp_path / "run")
+    tiny_models.tamper_code_files(run / "final")
+    # Edited after the run finished: final/'s COMPLETE marker no longer matches, and export refuses it.
+    assert transfer_main(["export", str(run)]) == 2
+    assert "does not match its recorded sha256" in capsys.readouterr().err and not (run / "export").exists()
+    # Even edited by someone who also rewrote the marker, the folder's code never runs.
+    (run / "final" / "COMPLETE").unlink()
+    write_complete_marker(run / "final")
+    assert transfer_main(["export", str(run)]) == 0
+    export, installed = run / "export", Path(hf_pretrain.models.__file__).parent
+    for name in ("configuration_pretrain_encoder.py", "modeling_pretrain_encoder.py", "layers.py"):
+        assert (export / name).read_text() == (installed / name).read_text(), name
+    assert not (export / "tokenization_tampered.py").exists()
+    # The built-in tokenizer class loaded it, so the export names no tokenizer code it does not hold.
+    assert "auto_map" not in json.loads((export / "tokenizer_config.json").read_text())
 
 
 def test_push_offline_fails_fast(mlm_run, capsys, monkeypatch):
@@ -183,7 +274,8 @@ def test_push_sends_repo_creation_and_a_commit_with_the_files(mlm_run, tmp_path)
     assert create and create[0]["body"]["name"] == "tiny-mlm" and create[0]["body"]["visibility"] == "private"
     assert create[0]["authorization"] == "Bearer hf_test_token"
     assert any(r["path"] == "/api/models/me/tiny-mlm/commit/main" for r in requests)
-    expected = {p.name for p in out.iterdir()}
+    expected = {p.name for p in out.iterdir()} - {OUTPUT_MARKER}  # the marker is local bookkeeping, not pushed
+    assert OUTPUT_MARKER in {p.name for p in out.iterdir()} and OUTPUT_MARKER not in files
     assert {"README.md", "model.safetensors", "config.json", "modeling_pretrain_encoder.py"} <= set(files)
     assert set(files) == expected
     assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()

@@ -75,7 +75,10 @@ def make_run_dir(run_dir: Path, objective: str = "mlm", steps: int = 20) -> Path
     """A run folder as the pretraining loop leaves it, with made-up but well-formed metrics."""
     from hf_pretrain.recipe import Recipe
 
+    from hf_pretrain.folders import write_complete_marker
+
     (save_dae if objective == "dae" else save_encoder)(run_dir / "final")
+    write_complete_marker(run_dir / "final")  # the loop marks final/ complete last
     recipe = Recipe(objective=objective)
     recipe.output.dir = str(run_dir)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
@@ -95,6 +98,37 @@ def make_run_dir(run_dir: Path, objective: str = "mlm", steps: int = 20) -> Path
                "precision": "fp32"}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
+
+
+# ------------------------------------------------------------------------------------------------- model code
+TAMPERED = "TAMPERED CODE RAN"
+FOREIGN = "FOREIGN CODE RAN"
+
+
+def tamper_code_files(folder: Path) -> Path:
+    """Make the code a saved folder of ours carries raise when run: every .py file, and a tokenizer auto_map naming
+    one more (transformers prefers our registered model classes to a folder's, but runs a tokenizer auto_map
+    whenever trust_remote_code is true). Anyone can edit the files of a folder they hand over."""
+    for code in folder.glob("*.py"):
+        code.write_text(code.read_text() + f"\nraise RuntimeError({TAMPERED!r} + ' ({code.name})')\n")
+    (folder / "tokenization_tampered.py").write_text(f"raise RuntimeError({TAMPERED!r})\n")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": [None, "tokenization_tampered.TamperedTokenizer"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def save_foreign_code_folder(folder: Path) -> Path:
+    """A model folder of a family neither transformers nor hf_pretrain knows: it loads only by running its own
+    code (named by its auto_map), which raises FOREIGN when it runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    auto_map = {"AutoConfig": "configuration_foreign.ForeignConfig", "AutoModel": "modeling_foreign.ForeignModel",
+                "AutoModelForSequenceClassification": "modeling_foreign.ForeignForSequenceClassification"}
+    (folder / "config.json").write_text(json.dumps({"model_type": "someone_elses_model", "auto_map": auto_map}))
+    for name in ("configuration_foreign.py", "modeling_foreign.py"):
+        (folder / name).write_text(f"raise RuntimeError({FOREIGN!r})\n")
+    make_tokenizer().save_pretrained(folder)
+    return folder
 
 
 # ------------------------------------------------------------------------------------------------- labeled data

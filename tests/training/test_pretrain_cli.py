@@ -258,3 +258,179 @@ def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tin
     summary_two = json.loads((two / "summary.json").read_text())
     assert summary_two["tokens"] == summary_one["tokens"]
     assert summary_two["final_eval"]["loss"] == pytest.approx(summary_one["final_eval"]["loss"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- resume edges
+def test_a_torn_metrics_line_blocks_neither_resume_nor_report(tmp_path, tiny_recipe_fixed_tokenizer):
+    """A kill or a full disk mid-write leaves half a record at the end of metrics.jsonl."""
+    run_dir = tmp_path / "run"
+    settings = [f"output.dir={run_dir}", "train.max_steps=8"]
+    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings, "train.max_steps=6")
+    reference = step_losses(run_dir)
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 7, "loss": 5.1, "lr"')  # torn: no closing brace, no newline
+    report = run_cli(tmp_path, "report", str(run_dir))
+    assert report.returncode == 0
+    result = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings)
+    assert "dropped 1 unreadable line" in result.stdout and "resumed from" in result.stdout
+    losses = step_losses(run_dir)  # parses every line: the torn one is gone
+    assert sorted(losses) == list(range(1, 9)) and all(losses[s] == reference[s] for s in range(1, 7))
+
+
+def test_a_rerun_with_another_recipe_is_refused_naming_the_keys(tmp_path, tiny_recipe_fixed_tokenizer):
+    run_dir = tmp_path / "run"
+    recipe = str(tiny_recipe_fixed_tokenizer)
+    run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=4")
+    written = (run_dir / "recipe.yaml").read_text()
+    final_weights_before = final_weights(run_dir)
+
+    refused = run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=4", "train.lr=1e-2",
+                      "masking.mlm_probability=0.2", check=False)
+    assert refused.returncode == 2
+    assert "train.lr: 0.003 -> 0.01" in refused.stderr and "masking.mlm_probability: 0.3 -> 0.2" in refused.stderr
+    assert "--restart" in refused.stderr
+    assert (run_dir / "recipe.yaml").read_text() == written  # the run folder still says what it was trained with
+    assert_same_weights(final_weights(run_dir), final_weights_before)
+
+    # A longer budget is a change a resume can take: allowed and said.
+    longer = run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=6")
+    assert "changed settings: train.max_steps: 4 -> 6" in longer.stdout and "resumed from" in longer.stdout
+    assert sorted(step_losses(run_dir)) == list(range(1, 7))
+
+    # --restart moves the earlier run aside (nothing deleted) and trains from step 0 with the new recipe.
+    restarted = run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=4", "train.lr=1e-2",
+                        "--restart")
+    assert "resumed from" not in restarted.stdout
+    moved = [p for p in run_dir.iterdir() if p.name.startswith("replaced-")]
+    assert len(moved) == 1 and (moved[0] / "final" / "model.safetensors").is_file()
+    assert sorted(step_losses(moved[0])) == list(range(1, 7))
+    assert sorted(step_losses(run_dir)) == list(range(1, 5))
+    assert "lr: 0.01" in (run_dir / "recipe.yaml").read_text()
+
+
+def test_a_streamed_denoising_run_is_refused_before_any_work(tmp_path):
+    result = run_cli(tmp_path, "pretrain", "dae-sentence", "data.streaming=true", f"output.dir={tmp_path / 'run'}",
+                     check=False)
+    assert result.returncode == 2 and "data.streaming=true is not available for objective 'dae'" in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # no tokenizer was trained
+
+
+def test_non_finite_numbers_are_refused_before_any_work(tmp_path, tiny_recipe):
+    for override in ("train.max_minutes=nan", "train.lr=.inf", "model.config.hidden_dropout=.nan"):
+        result = run_cli(tmp_path, "pretrain", str(tiny_recipe), override, f"output.dir={tmp_path / 'run'}",
+                         check=False)
+        assert result.returncode == 2 and "must be a finite number" in result.stderr, (override, result.stderr)
+        assert override.split("=")[0] in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def wait_for_step(process: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before step {step} (exit {process.returncode})"
+        if metrics.exists() and step in step_losses_tolerant(metrics):
+            return
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"step {step} never logged")
+
+
+def step_losses_tolerant(metrics: Path) -> set[int]:
+    steps = set()
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the line being written right now
+            continue
+        if "loss" in record:
+            steps.add(record["step"])
+    return steps
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer,
+                                                                             stop_signal):
+    """A preempted job (SIGTERM) or a Ctrl-C (SIGINT) loses no step: checkpoint at the current step, exit
+    128 + signal, and the rerun ends like an uninterrupted run. save_every is far away, so only the signal saves."""
+    settings = ["train.max_steps=24", "train.save_every=100", "data.max_documents=60"]
+    reference = tmp_path / "reference"
+    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer),
+               f"output.dir={run_dir}", *settings]
+    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_step(process, run_dir / "metrics.jsonl", step=5)
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop_signal, stderr[-2000:]
+    assert "Run the same command again to resume" in stderr
+    saved = sorted((run_dir / "checkpoints").glob("step-*"))
+    assert len(saved) == 1 and not (run_dir / "final").exists() and not (run_dir / ".lock").exists()
+    stopped_at = json.loads((saved[0] / "trainer_state.json").read_text())["step"]
+    assert 5 <= stopped_at < 24 and max(step_losses(run_dir)) == stopped_at
+
+    result = run_cli(tmp_path, *command[3:])
+    assert f"resumed from {saved[0]}" in result.stdout
+    assert step_losses(run_dir) == step_losses(reference)
+    assert_same_weights(final_weights(run_dir), final_weights(reference))
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, tiny_recipe_fixed_tokenizer):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer),
+               f"output.dir={run_dir}", "train.max_steps=400", "train.save_every=1000"]
+    first = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(first, run_dir / "metrics.jsonl", step=1)
+        second = run_cli(tmp_path, *command[3:], check=False)
+        assert second.returncode == 2 and f"in use by process {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # The first process was killed (SIGKILL: no chance to clean up): its lock is stale and taken over. It saved
+    # no checkpoint, so this run starts from step 0.
+    third = run_cli(tmp_path, *command[3:-2], "train.max_steps=2", "train.save_every=1000")
+    assert "no longer running" in third.stdout and sorted(step_losses(run_dir)) == [1, 2]
+
+
+def test_a_corrupt_newer_checkpoint_cannot_evict_the_good_ones(tmp_path, tiny_recipe_fixed_tokenizer):
+    """keep_last=1: after resuming from step 4 past a damaged step 8, the checkpoints written next must win over
+    the damaged one, so a resumable checkpoint always exists."""
+    run_dir = tmp_path / "run"
+    settings = [f"output.dir={run_dir}", "train.max_steps=8", "train.keep_last=2"]
+    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings)
+    damaged = run_dir / "checkpoints" / "step-00000008"
+    (damaged / "trainer_state.json").write_text("{}")
+    result = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings[:-1], "train.keep_last=1",
+                     "train.max_steps=12")
+    assert "step-00000008 is unusable" in result.stdout
+    assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == ["step-00000012"]
+    assert (run_dir / "checkpoints" / ".unusable-step-00000008").is_dir()  # set aside for inspection, not deleted
+
+
+def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer):
+    """data.streaming over 4 files (4 shards) read by 2 DataLoader workers: each block once with its own noise key,
+    and a run killed mid-way ends like the uninterrupted one."""
+    from hf_pretrain.data.builtin import load_builtin_corpus
+
+    texts = [" ".join(t.split()) for t in load_builtin_corpus()["text"][:240]]
+    for shard in range(4):
+        (tmp_path / f"part-{shard}.txt").write_text("\n".join(texts[shard::4]) + "\n")
+    settings = ["data.source=files", f"data.train_files={tmp_path}/part-*.txt", "data.streaming=true",
+                "data.max_documents=null", "train.num_workers=2", "train.max_steps=14", "train.save_every=4"]
+    reference = tmp_path / "reference"
+    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
+
+    resumed = tmp_path / "resumed"
+    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer),
+               f"output.dir={resumed}", *settings]
+    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    kill_when_step_logged(process, resumed / "metrics.jsonl", step=9)
+    result = run_cli(tmp_path, *command[3:])
+    assert "resumed from" in result.stdout
+    assert step_losses(resumed) == step_losses(reference)
+    assert_same_weights(final_weights(resumed), final_weights(reference))
