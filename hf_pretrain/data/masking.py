@@ -111,7 +111,10 @@ class MaskingCollator:
         span_max_length: int = 10,
         seed: int = 0,
         pad_to_multiple_of: int | None = None,
+        with_position_ids: bool = True,
     ):
+        """`with_position_ids=False` leaves packed rows' per-document `position_ids` out of the batch, for models
+        whose forward does not take them as they are (see training/objectives.py `packing_plan`)."""
         check_probability("mlm_probability", mlm_probability, low_open=True)
         check_probability("mask_replace_prob", mask_replace_prob)
         check_probability("random_replace_prob", random_replace_prob)
@@ -138,6 +141,7 @@ class MaskingCollator:
         self.seed = seed
         self.epoch = 0
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.with_position_ids = with_position_ids
         self.mask_token_id = tokenizer.mask_token_id
         self.pad_token_id = tokenizer.pad_token_id
         # Special tokens (named ones and added ones such as vocabulary fillers) are never selected and never
@@ -174,7 +178,7 @@ class MaskingCollator:
         labels = torch.where(torch.from_numpy(selected), input_ids, IGNORE_INDEX)
         noisy = self.replace(keys, unit_starts, selected, input_ids)
         out = {"input_ids": noisy, "labels": labels}
-        for name in ("position_ids", "attention_mask"):
+        for name in ("position_ids", "attention_mask") if self.with_position_ids else ("attention_mask",):
             if name in batch:
                 out[name] = batch[name]
         return out

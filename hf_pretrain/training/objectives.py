@@ -189,6 +189,25 @@ def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, o
 
 
 # ----------------------------------------------------------------------------------------------- masked LM
+def packing_plan(model) -> tuple[bool, str]:
+    """(per-document positions and attention, what the run log says) for a masked LM about to train on packed rows.
+
+    Our family takes per-document `position_ids` and keeps attention inside each document. A transformers family
+    continued here gets the rows as run_mlm.py's `group_texts` makes them: no `position_ids`, so its forward makes
+    its own positions exactly as in its pretraining (RoBERTa and XLM-R start theirs at padding_idx + 1; given ids
+    would be used as they are, shifted by two) and attention spans the whole row. Measured per family by
+    tests/training/test_continue_families.py: our loss on a one-document block equals the model's own."""
+    from ..models import PretrainEncoderForMaskedLM
+
+    if isinstance(model, PretrainEncoderForMaskedLM):
+        within = " and attention within each document" if model.config.attention_within_documents else ""
+        return True, f"per-document positions{within} (hf_pretrain encoder)"
+    return False, (
+        f"{type(model).__name__}: rows of concatenated documents as run_mlm.py makes them (the model's own "
+        "positions, attention across the documents of a row)"
+    )
+
+
 class MaskedLMObjective:
     """Packed blocks of the corpus, MLM masking, the encoder family with sparse prediction."""
 
@@ -199,6 +218,7 @@ class MaskedLMObjective:
         from ..models import PretrainEncoderConfig
 
         self.recipe = recipe
+        self.announce = announce
         if recipe.model.init_from is None:
             model_config_from_recipe(PretrainEncoderConfig, recipe)  # fail on a bad model config before any work
         train_texts, eval_texts = load_text_splits(recipe, announce)
@@ -217,6 +237,8 @@ class MaskedLMObjective:
         apply_embedding_init(
             self.model, recipe, self.tokenizer, lambda: self.training_documents(train_texts), announce
         )
+        per_document, description = packing_plan(self.model)
+        announce(f"packing: {description}")
         masking = recipe.masking
         collator_settings = dict(
             mlm_probability=masking.mlm_probability,
@@ -224,6 +246,7 @@ class MaskedLMObjective:
             random_replace_prob=masking.random_replace_prob,
             whole_word=masking.whole_word,
             span=masking.span,
+            with_position_ids=per_document,
         )
         self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
         # Eval masks never change (another seed, epoch 0), so eval losses of different steps compare.
@@ -262,9 +285,18 @@ class MaskedLMObjective:
 
         recipe = self.recipe
         if recipe.model.init_from:
-            model = AutoModelForMaskedLM.from_pretrained(
-                recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
-            )
+            try:
+                model = AutoModelForMaskedLM.from_pretrained(
+                    recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
+                )
+            except ValueError as error:  # e.g. DeBERTa-v2 has no SDPA path: use the family's own default
+                if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
+                    raise
+                model = AutoModelForMaskedLM.from_pretrained(recipe.model.init_from)
+                self.announce(
+                    f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
+                    f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})"
+                )
             if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
                 model.resize_token_embeddings(vocab_rows(self.tokenizer))
             return model
