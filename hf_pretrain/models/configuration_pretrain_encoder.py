@@ -75,8 +75,9 @@ class PretrainEncoderConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the truncated-normal weight initialization.
         attention_within_documents (`bool`, defaults to `True`): when `position_ids` restart at 0 inside a row
             (packed documents), every token attends only to tokens of its own document.
-        sparse_prediction (`bool`, defaults to `True`): when labels are given, the masked-LM head runs only on
-            positions whose label is not -100 and `logits` has shape (num_masked, vocab_size).
+        sparse_prediction (`bool`, defaults to `True`): in training mode with labels, the masked-LM head runs only
+            on positions whose label is not -100 and `logits` has shape (num_masked, vocab_size); in eval mode
+            `logits` is always (batch, length, vocab_size).
         pad_token_id (`int`, defaults to 0), tie_word_embeddings (`bool`, defaults to `True`): as in transformers.
     """
 

@@ -223,9 +223,11 @@ def zero_loss_like(logits: torch.Tensor) -> torch.Tensor:
 class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
     """Encoder + masked-LM head. The decoder shares its weight with the input embeddings.
 
-    With labels and `config.sparse_prediction` (default), the head runs only on masked positions
+    In training mode with labels and `config.sparse_prediction` (default), the head runs only on masked positions
     (label != -100): at 15% masking that skips ~85% of the vocabulary projection, the largest matmul of a small
-    model. `logits` is then (N, V) in the order of `labels[labels != -100]`; without labels it is (B, L, V).
+    model. `logits` is then (N, V) in the order of `labels[labels != -100]`. Training steps read only the loss;
+    in eval mode, where callers read logits (run_mlm.py's `compute_metrics`, a fill-mask pipeline), `logits` is
+    (B, L, V) as in every transformers masked LM, with the same loss.
     """
 
     _tied_weights_keys = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
@@ -258,7 +260,7 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
         """`labels` (B, L): target ids at masked positions, -100 elsewhere. Extra kwargs (Trainer's
         `num_items_in_batch`) go to the loss, so gradient accumulation averages over all masked tokens."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        sparse = labels is not None and self.config.sparse_prediction
+        sparse = labels is not None and self.config.sparse_prediction and self.training
         selected = labels != -100 if sparse else None  # (B, L)
         # Without hidden states or attentions to return, the encoder computes its last block only where needed.
         skip_unused = sparse and not (output_hidden_states or output_attentions or self.config.output_hidden_states

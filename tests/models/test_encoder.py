@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,9 +94,13 @@ def test_every_head_has_the_documented_shapes_and_dtypes(variant):
     mlm = make_model(PretrainEncoderForMaskedLM, **variant)
     assert mlm(ids, attention_mask=attention_mask).logits.shape == (2, 10, VOCAB)
     labels = masked_labels(ids)
-    sparse = mlm(ids, attention_mask=attention_mask, labels=labels)
+    dense = mlm(ids, attention_mask=attention_mask, labels=labels)  # eval mode: callers may read the logits
+    assert dense.logits.shape == (2, 10, VOCAB)
+    sparse = mlm.train()(ids, attention_mask=attention_mask, labels=labels)  # training: only the loss is read
     assert sparse.logits.shape == (int((labels != -100).sum()), VOCAB)
     assert sparse.loss.ndim == 0 and torch.isfinite(sparse.loss)
+    torch.testing.assert_close(sparse.loss, dense.loss, atol=1e-6, rtol=1e-6)
+    mlm.eval()
 
     classifier = make_model(PretrainEncoderForSequenceClassification, **variant)
     out = classifier(ids, attention_mask=attention_mask, labels=torch.tensor([0, 2]))
@@ -501,6 +506,45 @@ def test_gradient_accumulation_matches_a_full_batch_under_trainer(tmp_path):
     )
     assert full[0] == pytest.approx(accumulated[0], rel=1e-5)
     assert full[1] == pytest.approx(accumulated[1], rel=1e-4)
+
+
+def test_run_mlm_metric_code_works_inside_a_users_trainer(tmp_path):
+    """run_mlm.py's evaluation (preprocess_logits_for_metrics = argmax, then accuracy over labels != -100) reads
+    logits of shape (B, L, V); in eval mode ours has that shape, so the user's own Trainer code runs as written."""
+    from torch.utils.data import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    ids = random_ids(12, 10, seed=3)
+    labels = masked_labels(ids)
+
+    class Examples(Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, index):
+            return {"input_ids": ids[index], "labels": labels[index]}
+
+    def preprocess_logits_for_metrics(logits, labels):  # as in run_mlm.py
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return logits.argmax(dim=-1)
+
+    def compute_metrics(eval_preds):  # as in run_mlm.py, with the accuracy computed here instead of evaluate.load
+        preds, refs = eval_preds
+        refs, preds = refs.reshape(-1), preds.reshape(-1)
+        mask = refs != -100
+        return {"accuracy": float((preds[mask] == refs[mask]).mean())}
+
+    model = make_model(PretrainEncoderForMaskedLM)
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_eval_batch_size=5, report_to="none",
+                             use_cpu=True)
+    trainer = Trainer(model=model, args=args, eval_dataset=Examples(), compute_metrics=compute_metrics,
+                      preprocess_logits_for_metrics=preprocess_logits_for_metrics)
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        expected = (model(ids, labels=labels).logits.argmax(-1)[labels != -100] == labels[labels != -100]).float()
+    assert metrics["eval_accuracy"] == pytest.approx(expected.mean().item())
+    assert math.isfinite(metrics["eval_loss"])  # Trainer's mean of per-batch losses
 
 
 def test_deepcopy_and_train_eval_modes_do_not_change_outputs_without_dropout():
