@@ -115,6 +115,14 @@ def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
     return text, [], "hf_pretrain-builtin", "Python standard-library docstrings"
 
 
+def is_hub_id(name: str) -> bool:
+    """"user/model" or "model" and not a local folder: what the Hub accepts as a card's base_model (a local path
+    is named in the card's text only)."""
+    import re
+
+    return not Path(name).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
+
+
 def describe_objective(recipe: dict) -> str:
     if recipe.get("objective") == "dae-features":
         features = recipe.get("features", {})
@@ -260,6 +268,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         pipeline_tag, family_description = "feature-extraction", "encoder of a denoising autoencoder (hf_pretrain encoder family)"
     recipe, summary = run.get("recipe", {}), run.get("summary", {})
     train = recipe.get("train", {})
+    base_model = (recipe.get("model") or {}).get("init_from")  # continued pretraining: the starting checkpoint
     data = describe_data(recipe)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name)
     pretraining_rows, pretraining_entries = pretraining_results(summary)
@@ -275,6 +284,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         metrics=metric_types or None,
         license=license,
         model_name=model_name,
+        base_model=base_model if base_model and is_hub_id(base_model) else None,
         eval_results=eval_results(pipeline_tag, data, pretraining_entries, finetune_metrics, finetune_entries,
                                   finetune_split) or None,
     )
@@ -303,6 +313,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         code_files=", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py"))) or "none",
         has_generation_config=(folder / "generation_config.json").is_file(),
         pipeline_tag=pipeline_tag,
+        base_model=base_model,
         is_denoiser=model_type == "hf_pretrain_dae",
         fill_mask_example=mask_example(folder),
         embedding_advice=advice,

@@ -78,6 +78,25 @@ def test_card_parses_with_metadata_and_results(mlm_export):
     assert "81,920" in text  # tokens seen
     assert "| Precision | auto (ran in fp32) |" in text  # the recipe's `auto`, resolved on the training machine
     assert "qkv_proj" in text  # LoRA target names documented
+    assert data.base_model is None and "pretrained from scratch" in text
+
+
+@pytest.mark.parametrize("init_from, in_metadata", [("someone/domain-encoder", True), ("LOCAL", False)])
+def test_a_continued_run_names_its_starting_checkpoint(tmp_path, init_from, in_metadata):
+    """base_model in the metadata for a Hub id (a local path is not something the Hub can link to: text only)."""
+    import yaml
+    from huggingface_hub import ModelCard
+
+    run = tiny_models.make_run_dir(tmp_path / "run")
+    if init_from == "LOCAL":
+        init_from = str(tiny_models.save_encoder(tmp_path / "start"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["model"]["init_from"] = init_from
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert transfer_main(["export", str(run)]) == 0
+    card = ModelCard.load(run / "export" / "README.md")
+    assert card.data.base_model == (init_from if in_metadata else None)
+    assert f"It was continued from `{init_from}`" in card.text and "from scratch" not in card.text
 
 
 FRESH_PROCESS = textwrap.dedent(
