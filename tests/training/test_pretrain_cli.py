@@ -128,22 +128,44 @@ def test_the_same_seed_gives_the_same_losses(tmp_path, tiny_recipe_fixed_tokeniz
     assert step_losses(tmp_path / "a") == step_losses(tmp_path / "b")
 
 
-def kill_when_step_logged(process: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
+def wait_for_step(process: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended before step {step} (exit {process.returncode})")
-        if metrics.exists() and any(
-            json.loads(line).get("step", 0) >= step and "loss" in json.loads(line)
-            for line in metrics.read_text().splitlines()
-            if line.strip()
-        ):
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        assert process.poll() is None, f"the run ended before step {step} (exit {process.returncode})"
+        if metrics.exists() and step in step_losses_tolerant(metrics):
             return
         time.sleep(0.02)
     process.kill()
     raise AssertionError(f"step {step} never logged")
+
+
+def step_losses_tolerant(metrics: Path) -> set[int]:
+    steps = set()
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the line being written right now
+            continue
+        if "loss" in record:
+            steps.add(record["step"])
+    return steps
+
+
+def kill_when_step_logged(process: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
+    wait_for_step(process, metrics, step, timeout)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def run_reference_and_start_another(tmp_path: Path, recipe: Path, settings: list[str], **popen_options):
+    """An uninterrupted run into tmp_path/reference, then the same command into tmp_path/run started in the
+    background (to be interrupted). Returns (reference, run_dir, command, process)."""
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    run_cli(tmp_path, "pretrain", str(recipe), f"output.dir={reference}", *settings)
+    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(recipe), f"output.dir={run_dir}", *settings]
+    popen_options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen_options}
+    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, **popen_options)
+    return reference, run_dir, command, process
 
 
 DAE_SETTINGS = ["objective=dae", "model.config.decoder_layers=1", "noise.word_delete_rate=0.6"]
@@ -155,13 +177,9 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer, objec
     ends with the uninterrupted run's per-step losses and final weights, bit for bit."""
     settings = ["train.grad_accum=2", "train.num_workers=1", "train.max_steps=16", "data.max_documents=40",
                 "train.save_every=3", *(DAE_SETTINGS if objective == "dae" else [])]
-    reference = tmp_path / "reference"
-    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
-
-    resumed = tmp_path / "resumed"
-    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={resumed}", *settings]
-    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    reference, resumed, command, process = run_reference_and_start_another(
+        tmp_path, tiny_recipe_fixed_tokenizer, settings
+    )
     kill_when_step_logged(process, resumed / "metrics.jsonl", step=10)
     assert not (resumed / "final").exists()
     state = json.loads((sorted((resumed / "checkpoints").glob("step-*"))[-1] / "trainer_state.json").read_text())
@@ -324,43 +342,15 @@ def test_non_finite_numbers_are_refused_before_any_work(tmp_path, tiny_recipe):
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
-def wait_for_step(process: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before step {step} (exit {process.returncode})"
-        if metrics.exists() and step in step_losses_tolerant(metrics):
-            return
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError(f"step {step} never logged")
-
-
-def step_losses_tolerant(metrics: Path) -> set[int]:
-    steps = set()
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the line being written right now
-            continue
-        if "loss" in record:
-            steps.add(record["step"])
-    return steps
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer,
                                                                              stop_signal):
     """A preempted job (SIGTERM) or a Ctrl-C (SIGINT) loses no step: checkpoint at the current step, exit
     128 + signal, and the rerun ends like an uninterrupted run. save_every is far away, so only the signal saves."""
     settings = ["train.max_steps=24", "train.save_every=100", "data.max_documents=60"]
-    reference = tmp_path / "reference"
-    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
-
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer),
-               f"output.dir={run_dir}", *settings]
-    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    reference, run_dir, command, process = run_reference_and_start_another(
+        tmp_path, tiny_recipe_fixed_tokenizer, settings, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_step(process, run_dir / "metrics.jsonl", step=5)
     process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=120)
@@ -421,14 +411,9 @@ def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recip
         (tmp_path / f"part-{shard}.txt").write_text("\n".join(texts[shard::4]) + "\n")
     settings = ["data.source=files", f"data.train_files={tmp_path}/part-*.txt", "data.streaming=true",
                 "data.max_documents=null", "train.num_workers=2", "train.max_steps=14", "train.save_every=4"]
-    reference = tmp_path / "reference"
-    run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={reference}", *settings)
-
-    resumed = tmp_path / "resumed"
-    command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer),
-               f"output.dir={resumed}", *settings]
-    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    reference, resumed, command, process = run_reference_and_start_another(
+        tmp_path, tiny_recipe_fixed_tokenizer, settings
+    )
     kill_when_step_logged(process, resumed / "metrics.jsonl", step=9)
     result = run_cli(tmp_path, *command[3:])
     assert "resumed from" in result.stdout
