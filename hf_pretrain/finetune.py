@@ -28,7 +28,7 @@ scratch baseline gets the same). `linear_probe: {epochs, lr}` fits the new head 
 fine-tuning (LP-FT, see `LinearProbeSection`; off by default, the scratch baseline gets the same).
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
-its tokenizer; LoRA weights merged in), `scratch/model/` with `compare_scratch`, and `.hf_pretrain_output.json`,
+its tokenizer and a model card naming its base model; LoRA weights merged in), `scratch/model/` with `compare_scratch`, and `.hf_pretrain_output.json`,
 the marker that lets a later run replace it. A folder holding anything else is refused, never overwritten.
 """
 
@@ -883,6 +883,10 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
         "model_dir": str(out / "model"),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    # After both runs: the card of OUTPUT/model names its base model and carries the from-scratch comparison.
+    from .hub.card import write_finetuned_card
+
+    write_finetuned_card(out / "model", result, recipe.to_dict())
     announce(results_table(result))
     return result
 

@@ -56,6 +56,9 @@ class TokenizerSection:
     vocab_size: int = ranged(8192, low=64)
     lowercase: bool = False
     max_train_documents: int | None = ranged(None, low=1)
+    # Continued pretraining: add up to this many frequent corpus words that `path` splits into several pieces,
+    # each new embedding row starting as the mean of its old pieces' rows (0: the vocabulary stays as it is).
+    add_tokens: int = ranged(0, low=0)
 
 
 @dataclass
@@ -398,6 +401,12 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if masking.whole_word and masking.span:
         raise RecipeError("masking.whole_word=true and masking.span=true: choose one of the two.")
+    if recipe.tokenizer.add_tokens and not (recipe.objective == "mlm" and recipe.tokenizer.path and recipe.model.init_from):
+        raise RecipeError(
+            f"tokenizer.add_tokens={recipe.tokenizer.add_tokens} extends the vocabulary of a checkpoint you continue: "
+            "it needs objective 'mlm' with model.init_from and tokenizer.path set (a tokenizer trained here already "
+            "fits the corpus)."
+        )
     if recipe.objective == "dae" and data.streaming:
         raise RecipeError(
             "data.streaming=true is not available for objective 'dae': its batches group documents of similar "

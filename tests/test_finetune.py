@@ -52,6 +52,35 @@ def safetensors_state(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+def check_card(out: Path, pipeline_tag: str, base_model: str | None = None):
+    """OUTPUT/model/README.md parses, names the task and the base model, and its model-index holds the scores
+    metrics.json holds for the fine-tuned model (and the from-scratch baseline when there was one)."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from hf_pretrain.hub.card import SCRATCH_SUFFIX
+
+    metrics = read_metrics(out)
+    card = ModelCard.load(out / "model" / "README.md")
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == pipeline_tag
+    assert {"hf_pretrain", "fine-tuned", pipeline_tag} <= set(data.tags)
+    assert data.base_model == base_model
+    split = "test" if "test" in metrics["runs"]["pretrained"] else "validation"
+    expected = {f"{name}{suffix}": value
+                for run, suffix in (("pretrained", ""), ("scratch", SCRATCH_SUFFIX))
+                for name, value in metrics["runs"].get(run, {}).get(split, {}).items() if name != "loss"}
+    assert {r.metric_name: r.metric_value for r in data.eval_results} == pytest.approx(expected, abs=1e-4)
+    assert {(r.task_type, r.dataset_split) for r in data.eval_results} == {(pipeline_tag, split)}
+    model_name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])  # the Hub's own parser
+    assert model_name == out.name and len(parsed) == len(expected)
+    local = [metrics["model"], metrics["model_path"]] if base_model is None else []
+    local += metrics["dataset"]["name"].split(", ") if metrics["dataset"]["source"] == "files" else []
+    metadata = card.content.split("---")[1]
+    assert not [path for path in local if path in metadata]  # local paths mean nothing on the Hub: text only
+    return card
+
+
 # --------------------------------------------------------------------------------------------------- recipes
 def test_shipped_recipes_load_and_validate():
     for name in ("finetune-classification", "finetune-ner", "finetune-sst2", "finetune-mrpc"):
@@ -107,6 +136,10 @@ def test_cli_pair_classification_with_compare_scratch(encoder_dir, tmp_path):
         model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
         assert model.config.id2label == {0: "not_equivalent", 1: "equivalent"}
     assert not (out / "checkpoints").exists()  # the best model was kept as out/model; checkpoints cleaned up
+    card = check_card(out, "text-classification")  # a local folder: named in the text only
+    assert f"| Base model | `{encoder_dir}` (a local folder) |" in card.text
+    assert "| 1 | equivalent |" in card.text and "same architecture from scratch |" in card.text
+    assert "AutoModelForSequenceClassification.from_pretrained(\"path/to/out\", trust_remote_code=True)" in card.text
 
 
 def test_single_label_classification_learns_an_easy_task(encoder_dir, sentiment_files, tmp_path):
@@ -144,6 +177,9 @@ def test_ner_through_the_cli_reports_entity_level_scores(encoder_dir, tmp_path):
 
     model = AutoModelForTokenClassification.from_pretrained(out / "model", trust_remote_code=True)
     assert model.config.id2label[2] == "B-PER"
+    card = check_card(out, "token-classification")
+    assert "AutoModelForTokenClassification.from_pretrained(" in card.text and "| 2 | B-PER |" in card.text
+    assert "count whole entities" in card.text and "same architecture from scratch" not in card.text
 
 
 def test_multi_label_and_regression_problem_types(encoder_dir, tmp_path):
@@ -162,6 +198,8 @@ def test_multi_label_and_regression_problem_types(encoder_dir, tmp_path):
         ])
         assert result["problem_type"] == problem_type
         assert keys <= set(result["runs"]["pretrained"]["validation"])
+        card = check_card(tmp_path / name, "text-classification")
+        assert ("One output: the predicted value of `label`" in card.text) == (name == "regression")
     assert result["main_metric"] == "mse"  # regression: lower is better, chosen automatically
 
 
@@ -244,6 +282,8 @@ def test_warm_start_applies_to_both_runs(encoder_dir, sentiment_files, tmp_path)
     assert not torch.equal(plain_scratch, warm_scratch)
     assert 0.6 < float(warm_scratch.std() / plain_scratch.std()) < 0.8  # sqrt(0.5^2 + 0.5^2) = 0.71 of the init scale
     assert result["runs"]["scratch"]["trainable_parameters"] == result["runs"]["pretrained"]["trainable_parameters"]
+    assert "| Warm start | shrink and perturb: every encoder matrix W started as 0.5 * W + 0.5 * W_init" in (
+        warm / "model" / "README.md").read_text()
 
 
 def test_lora_trains_adapters_and_saves_a_merged_model(encoder_dir, sentiment_files, tmp_path):
@@ -264,6 +304,8 @@ def test_lora_trains_adapters_and_saves_a_merged_model(encoder_dir, sentiment_fi
     assert name in after, sorted(after)[:8]
     assert not torch.equal(before[name], after[name])  # the adapters' update was merged into the weight
     assert torch.equal(before["model.embeddings.tok_embeddings.weight"], after["model.embeddings.tok_embeddings.weight"])
+    card = check_card(out, "text-classification")
+    assert "| Method | LoRA (r 4, alpha 16.0, dropout 0.05, on qkv_proj, o_proj, up_proj, down_proj)" in card.text
 
 
 def test_denoising_autoencoder_is_fine_tuned_through_its_encoder(tmp_path, sentiment_files):
@@ -278,6 +320,8 @@ def test_denoising_autoencoder_is_fine_tuned_through_its_encoder(tmp_path, senti
     assert json.loads((out / "model" / "config.json").read_text())["architectures"] == [
         "PretrainEncoderForSequenceClassification"
     ]
+    card = check_card(out, "text-classification")
+    assert f"| Base model | `{dae_dir}` (a local folder; weights read from `{out / 'encoder'}`) |" in card.text
 
 
 def test_builtin_task_is_the_default_data(encoder_dir, tmp_path):
@@ -430,6 +474,45 @@ def test_any_transformers_checkpoint_fine_tunes_with_its_own_inputs(tmp_path, se
     bert = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
     ours = AutoModelForSequenceClassification.from_config(tiny_models.encoder_config(tokenizer))
     assert "token_type_ids" in model_input_names(bert) and "token_type_ids" not in model_input_names(ours)
+    card = check_card(tmp_path / "out", "text-classification")
+    assert "(transformers `bert`)" in card.text and "trust_remote_code" not in card.text  # built-in: no code to run
     pytest.importorskip("peft")
     with pytest.raises(RecipeError, match="lora.target_modules names 'qkv_proj', which this model does not have"):
         finetune("finetune-classification", [*common, f"output.dir={tmp_path / 'lora'}", "lora={}"])
+
+
+def test_card_names_a_hub_base_model_and_hub_dataset_in_its_metadata(tmp_path):
+    """What a run from a Hub model on a Hub dataset records (metrics.json as finetune writes it) becomes base_model
+    and datasets; no training needed for that, so a tiny RoBERTa token classifier is saved as is."""
+    import yaml
+    from huggingface_hub import ModelCard
+    from transformers import RobertaConfig, RobertaForTokenClassification
+
+    from hf_pretrain.hub.card import write_finetuned_card
+
+    tags = ["O", "B-LOC", "I-LOC"]
+    out = tmp_path / "ner-run"
+    config = RobertaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=40, num_labels=3,
+                           id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)})
+    RobertaForTokenClassification(config).save_pretrained(out / "model")
+    scores = {"test": {"precision": 0.5, "recall": 0.25, "f1": 0.3333333, "accuracy": 0.9, "loss": 0.3},
+              "validation": {"f1": 0.4}, "train_minutes": 2.5, "trainable_parameters": 100, "parameters": 1000,
+              "steps": 7}
+    metrics = {"task": "token-classification", "problem_type": "single_label_classification",
+               "model": "someone/tiny-roberta", "model_path": "someone/tiny-roberta",
+               "dataset": {"source": "hub", "name": "eriktks/conll2003", "config": None}, "train_examples": 1200,
+               "label_names": tags, "main_metric": "f1", "freeze_encoder": True,
+               "warm_start": {"shrink": 1.0, "perturb": 0.0}, "linear_probe": {"epochs": 0.0, "lr": 0.003},
+               "lora": None, "runs": {"pretrained": scores}, "model_dir": str(out / "model")}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    recipe = load_finetune_recipe("finetune-ner", ["model=someone/tiny-roberta", "data.source=hub",
+                                                   "data.hub_dataset=eriktks/conll2003", "train.lr=5e-5"])
+    write_finetuned_card(out / "model", metrics, recipe.to_dict())
+    card = check_card(out, "token-classification", base_model="someone/tiny-roberta")
+    assert card.data.datasets == ["eriktks/conll2003"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"eriktks/conll2003"}
+    assert "[someone/tiny-roberta](https://huggingface.co/someone/tiny-roberta)" in card.text
+    assert "linear probe: the encoder frozen" in card.text and "AdamW, lr 5e-05" in card.text
+    assert "trust_remote_code" not in card.text and "| 0.3333 |" in card.text  # the test split, not validation
+    assert yaml.safe_load(card.content.split("---")[1])["base_model"] == "someone/tiny-roberta"

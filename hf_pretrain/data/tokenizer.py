@@ -21,6 +21,9 @@ Public API
     tokenizer, or lacks a special token the objective needs.
 `special_tokens_for(objective) -> dict[str, str]`
 `round_up(value, multiple) -> int`
+`find_domain_words(tokenizer, texts, count, min_frequency=3) -> list[DomainWord]`
+    The most frequent words of the texts that the tokenizer splits into several pieces (for
+    `tokenizer.add_tokens`: continued pretraining with a domain vocabulary).
 
 Every document is wrapped as `[CLS] text [SEP]` (or `bos text eos` when there is no cls/sep) by the
 tokenizer's post-processor, so packed blocks show the model where documents begin and end.
@@ -29,9 +32,10 @@ tokenizer's post-processor, so packed blocks show the model where documents begi
 from __future__ import annotations
 
 import json
-
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -284,3 +288,44 @@ def load_tokenizer(path_or_id: str | os.PathLike, required_special_tokens: Itera
             "Add it with tokenizer.add_special_tokens({...}) and save again, or train one with train_tokenizer."
         )
     return tokenizer
+
+
+# --------------------------------------------------------------------------------------------------- domain words
+@dataclass(frozen=True)
+class DomainWord:
+    text: str  # the word as it stands in the text, e.g. "tokenizer"
+    pieces: tuple[int, ...]  # the ids the tokenizer splits it into in running text
+    count: int  # occurrences in the texts read
+
+
+def find_domain_words(tokenizer, texts: Iterable[str], count: int, min_frequency: int = 3) -> list[DomainWord]:
+    """Up to `count` words of `texts`, most frequent first, that the tokenizer splits into two or more pieces and
+    that occur at least `min_frequency` times: the domain words a general vocabulary lacks.
+
+    Words are the tokenizer's own (its pre-tokenizer's word ids), alphabetic and 3+ characters, so punctuation
+    runs and numbers are not proposed. Each word's pieces are the ones it gets in running text (with its leading
+    space marker where the kind has one), which is what its new embedding row starts from."""
+    backend = tokenizer.backend_tokenizer
+    found: Counter = Counter()
+    pieces_of: dict[str, tuple[int, ...]] = {}
+    for batch in batches_of_text(texts):
+        for text, encoding in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
+            words: dict[int, list[int]] = {}
+            spans: dict[int, tuple[int, int]] = {}
+            for token_id, word, (start, end) in zip(encoding.ids, encoding.word_ids, encoding.offsets):
+                if word is None:
+                    continue
+                words.setdefault(word, []).append(token_id)
+                first, _ = spans.get(word, (start, end))
+                spans[word] = (first, end)
+            for word, ids in words.items():
+                if len(ids) < 2:
+                    continue
+                start, end = spans[word]
+                surface = text[start:end].strip()
+                if len(surface) >= 3 and surface.isalpha():
+                    found[surface] += 1
+                    pieces_of.setdefault(surface, tuple(ids))
+    vocabulary = tokenizer.get_vocab()
+    chosen = [word for word, seen in found.most_common() if seen >= min_frequency and word not in vocabulary]
+    return [DomainWord(word, pieces_of[word], found[word]) for word in chosen[:count]]

@@ -1,9 +1,11 @@
-"""Model cards (README.md) for exported models, filled from the template in `templates/model_card.md`.
+"""Model cards (README.md) for exported models, filled from the template in `templates/model_card.md`, and for
+fine-tuned models (`hf-pretrain finetune`'s OUTPUT/model), from `templates/finetuned_model_card.md`.
 
 The YAML header comes from `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets, metrics and
 a `model-index` built from `EvalResult`s, so it follows the Hub's metadata rules); the body describes the model,
 its training (recipe, tokens, wall time, hardware), pretraining evaluation, fine-tuning results when a fine-tuning
-`metrics.json` is given, the loss curve, how to load and fine-tune it, and limitations.
+`metrics.json` is given, the loss curve, how to load and fine-tune it, and limitations. A fine-tuned model's card
+names the model it started from (`base_model`, for a Hub id), its labels, the fine-tuning settings and scores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 TEMPLATE_NAME = "model_card.md"
+FINETUNED_TEMPLATE_NAME = "finetuned_model_card.md"
 
 FAMILIES = {
     # model_type: (pipeline_tag, family tag, description)
@@ -36,18 +39,34 @@ PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type o
 }
 ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
+FINETUNE_METRICS = ("f1", "accuracy", "precision", "recall", "mse", "mae", "pearson", "spearman", "loss")
+# Model-index names of the from-scratch baseline's scores, so they cannot be read as the card's own model's.
+SCRATCH_SUFFIX = " (baseline: same architecture from scratch)"
+PROBLEM_DESCRIPTIONS = {  # problem type -> (card text, what the reported metrics are)
+    "single_label_classification": ("single-label classification: one of {n} labels per text",
+                                    "f1, precision and recall are macro averages over the labels (each counts "
+                                    "equally however rare)."),
+    "multi_label_classification": ("multi-label classification: any number of {n} labels per text (a sigmoid per "
+                                   "label; a positive logit means the label applies)",
+                                   "accuracy is subset accuracy (all labels of a text right); f1, precision and "
+                                   "recall are micro averages over every (text, label) decision."),
+    "regression": ("regression: one value per text", ""),
+    "token-classification": ("token classification: a BIO tag for every word ({n} tags)",
+                             "precision, recall and f1 count whole entities (seqeval: the type and every word of "
+                             "the span must match); accuracy counts word tags."),
+}
 
 
-def template_path() -> Path:
+def template_path(name: str = TEMPLATE_NAME) -> Path:
     """The template shipped in the package; from a source checkout, model_cards/templates is the same folder."""
-    shipped = resources.files("hf_pretrain.hub") / "templates" / TEMPLATE_NAME
+    shipped = resources.files("hf_pretrain.hub") / "templates" / name
     if shipped.is_file():
         return Path(str(shipped))
-    checkout = Path(__file__).resolve().parents[2] / "model_cards" / "templates" / TEMPLATE_NAME
+    checkout = Path(__file__).resolve().parents[2] / "model_cards" / "templates" / name
     if checkout.is_file():
         return checkout
     raise FileNotFoundError(
-        f"model-card template {TEMPLATE_NAME} is missing from the installed package (hf_pretrain/hub/templates); "
+        f"model-card template {name} is missing from the installed package (hf_pretrain/hub/templates); "
         "reinstall hf_pretrain, or check that package data includes hub/templates/*.md."
     )
 
@@ -173,16 +192,44 @@ def pretraining_results(summary: dict):
 
 
 def finetune_results(metrics: dict):
-    """(split, rows, [(metric type, label, value)]) from a fine-tuning metrics.json (hf_pretrain.finetune)."""
+    """(split, rows, entries of the fine-tuned model, entries of the from-scratch run ([] without one)) from a
+    fine-tuning metrics.json (hf_pretrain.finetune); entries are [(metric type, label, value)]. The test split when
+    the run had one, else validation."""
     runs = metrics.get("runs", {})
     pretrained, scratch = runs.get("pretrained", {}), runs.get("scratch", {})
     split = "test" if "test" in pretrained else "validation"
-    names = [n for n in ("f1", "accuracy", "precision", "recall", "mse", "pearson", "spearman", "loss")
-             if n in pretrained.get(split, {})]
+    names = [n for n in FINETUNE_METRICS if n in pretrained.get(split, {})]
     rows = [{"name": n, "pretrained": format_value(pretrained[split][n]),
              "scratch": format_value(scratch.get(split, {}).get(n))} for n in names]
-    results = [(n, n, round(float(pretrained[split][n]), 4)) for n in names if n != "loss"]  # loss: table only
-    return split, rows, results
+
+    def entries(run: dict) -> list:
+        scores = run.get(split, {})
+        return [(n, n, round(float(scores[n]), 4)) for n in names if n != "loss" and n in scores]  # loss: table only
+
+    return split, rows, entries(pretrained), entries(scratch)
+
+
+def finetune_eval_results(finetune: dict, entries: list, split: str, suffix: str = "") -> list:
+    """Model-index entries for scores on a fine-tuning run's labeled data (the pretraining card's and the
+    fine-tuned card's); `suffix` tells whose scores they are when that is not the card's own model."""
+    from huggingface_hub import EvalResult
+
+    dataset = finetune.get("dataset") or {}
+    return [
+        EvalResult(
+            task_type=FINETUNE_TASK_TYPES.get(finetune.get("task"), "text-classification"),
+            dataset_type=dataset.get("name") if dataset.get("source") == "hub" else
+            ("hf_pretrain-builtin-task" if dataset.get("source") == "builtin" else "json"),
+            # Local files by their names only: a path on the training machine means nothing on the Hub.
+            dataset_name=(", ".join(Path(f).name for f in dataset["name"].split(", "))
+                          if dataset.get("source") == "files" and dataset.get("name")
+                          else dataset.get("name", "fine-tuning data")),
+            dataset_config=dataset.get("config"),
+            dataset_split=split,
+            metric_type=metric_type, metric_name=f"{label}{suffix}", metric_value=value,
+        )
+        for metric_type, label, value in entries
+    ]
 
 
 def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: dict | None, finetune_entries: list,
@@ -196,17 +243,7 @@ def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: di
         for metric_type, label, value in pretraining
     ]
     if finetune:
-        dataset = finetune.get("dataset", {})
-        for metric_type, label, value in finetune_entries:
-            results.append(EvalResult(
-                task_type=FINETUNE_TASK_TYPES.get(finetune.get("task"), "text-classification"),
-                dataset_type=dataset.get("name") if dataset.get("source") == "hub" else
-                ("hf_pretrain-builtin-task" if dataset.get("source") == "builtin" else "json"),
-                dataset_name=dataset.get("name", "fine-tuning data"),
-                dataset_config=dataset.get("config"),
-                dataset_split=finetune_split,
-                metric_type=metric_type, metric_name=f"{label} (fine-tuned)", metric_value=value,
-            ))
+        results += finetune_eval_results(finetune, finetune_entries, finetune_split, " (fine-tuned)")
     return results
 
 
@@ -240,11 +277,22 @@ def precision_text(asked: str, used: str | None) -> str:
     return f"{asked} (ran in {used})" if used and used != asked else str(asked)
 
 
+def duration_text(minutes: float | None) -> str:
+    if minutes is None:
+        return "not recorded"
+    return f"{minutes:.1f} minutes" if minutes >= 1 else f"{minutes * 60:.0f} seconds"  # tiny runs: not "0.0 minutes"
+
+
 def hardware_text(summary: dict) -> str:
     if summary.get("hardware"):
         return str(summary["hardware"])
     peak = summary.get("mfu_peak")
     return f"not recorded; the run's MFU reference peak was {peak}" if peak else "not recorded"
+
+
+def code_file_list(folder: Path) -> str:
+    """The modeling code a folder carries, for the card's file list ("" when it has none)."""
+    return ", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py")))
 
 
 def mask_example(folder: Path) -> str:
@@ -272,8 +320,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     data = describe_data(recipe)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name)
     pretraining_rows, pretraining_entries = pretraining_results(summary)
-    finetune_split, finetune_rows, finetune_entries = (
-        finetune_results(finetune_metrics) if finetune_metrics else ("", [], [])
+    finetune_split, finetune_rows, finetune_entries, _ = (
+        finetune_results(finetune_metrics) if finetune_metrics else ("", [], [], [])
     )
     metric_types = sorted({m for m, _, _ in pretraining_entries + finetune_entries})
     card_data = ModelCardData(
@@ -310,7 +358,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         is_features=is_features,
         feature_width=feature_width(config, recipe) if is_features else "",
         max_length=config.get("max_position_embeddings"),
-        code_files=", ".join(f"`{p.name}`" for p in sorted(folder.glob("*.py"))) or "none",
+        code_files=code_file_list(folder) or "none",
         has_generation_config=(folder / "generation_config.json").is_file(),
         pipeline_tag=pipeline_tag,
         base_model=base_model,
@@ -355,4 +403,169 @@ def write_card(folder: Path, run: dict, **options) -> Path:
     return path
 
 
-__all__ = ["build_card", "write_card", "template_path", "count_parameters"]
+# --------------------------------------------------------------------------------------------- fine-tuned models
+def describe_base_model(metrics: dict) -> tuple[str | None, str, str]:
+    """(Hub id for base_model or None, the card's table text, a short name for its prose). A local path is named
+    in the text only: the Hub cannot link to it, and it says nothing once the folder is pushed."""
+    base = str(metrics.get("model") or "")
+    loaded = str(metrics.get("model_path") or base)
+    if base and is_hub_id(base):
+        link = f"[{base}](https://huggingface.co/{base})"
+        return base, link + (f" (weights read from `{loaded}`)" if loaded != base else ""), link
+    if not base:
+        return None, "not recorded", "the base model"
+    # A run folder's final/ or a denoising autoencoder's exported encoder is what actually loaded: say both.
+    text = f"`{base}` (a local folder" + (f"; weights read from `{loaded}`)" if loaded != base else ")")
+    return None, text, f"`{Path(base).name}`"
+
+
+def describe_finetune_data(dataset: dict) -> str:
+    name = dataset.get("name") or "not recorded"
+    if dataset.get("source") == "hub":
+        config = f" ({dataset['config']})" if dataset.get("config") else ""
+        return f"[{name}](https://huggingface.co/datasets/{name}){config}"
+    if dataset.get("source") == "files":
+        return f"local files: `{name}`"
+    return name
+
+
+def describe_method(metrics: dict, recipe: dict) -> tuple[str, list]:
+    """(what trained, [(setting, text)] for the extras that were on: warm start, LP-FT, config changes)."""
+    lora = metrics.get("lora")
+    if lora:
+        method = (f"LoRA (r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}, on "
+                  f"{', '.join(lora.get('target_modules', []))}) plus the new head; the adapters are merged into "
+                  "the weights, so the folder loads without peft")
+    elif metrics.get("freeze_encoder"):
+        method = "linear probe: the encoder frozen, only the new head trained"
+    else:
+        method = "full fine-tuning: every weight trained, with a new head"
+    extras = []
+    if not lora and not metrics.get("freeze_encoder"):  # finetune skips both for a frozen or adapted encoder
+        warm = metrics.get("warm_start") or {}
+        if warm.get("shrink", 1.0) != 1.0 or warm.get("perturb", 0.0) != 0.0:
+            extras.append(("Warm start", f"shrink and perturb: every encoder matrix W started as {warm['shrink']} * W "
+                                         f"+ {warm['perturb']} * W_init (a fresh random init)"))
+        probe = metrics.get("linear_probe") or {}
+        if probe.get("epochs", 0) > 0:
+            extras.append(("LP-FT", f"the new head was first fitted alone on the frozen encoder ({probe['epochs']:g} "
+                                    f"epochs at lr {probe.get('lr')}), then every weight trained"))
+    if recipe.get("model_config"):
+        extras.append(("Config changes", ", ".join(f"`{k}={v}`" for k, v in recipe["model_config"].items())))
+    return method, extras
+
+
+def loading_advice(config: dict, folder: Path) -> tuple[str, str]:
+    """(the from_pretrained argument, a note on it): our families load anywhere with the code the folder carries,
+    and without running it where hf_pretrain is installed; another model's code runs only if the reader asks."""
+    if config.get("model_type") in FAMILIES:
+        return (", trust_remote_code=True",
+                "`trust_remote_code=True` is for places where hf_pretrain is not installed: the modeling code this "
+                "folder carries then defines the model. Where hf_pretrain is installed, `import hf_pretrain` and leave "
+                "it out: the installed classes load the folder and its `.py` copies never run.")
+    if config.get("auto_map"):
+        return (", trust_remote_code=True",
+                f"The architecture is not part of transformers: `trust_remote_code=True` runs the code this folder "
+                f"carries ({code_file_list(folder) or 'named by auto_map in config.json'}); read it first.")
+    return "", ""
+
+
+def build_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None, repo_id: str | None = None,
+                         license: str | None = None, model_name: str | None = None):
+    """A `huggingface_hub.ModelCard` for a fine-tuned folder (`hf-pretrain finetune`'s OUTPUT/model). `metrics`:
+    what the run wrote to metrics.json; `recipe`: its resolved recipe as a dict (the training settings)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    recipe, task = recipe or {}, metrics.get("task", "classification")
+    train = recipe.get("train", {})
+    pipeline_tag = FINETUNE_TASK_TYPES.get(task, "text-classification")
+    problem_type = "token-classification" if task == "token-classification" else metrics.get(
+        "problem_type", "single_label_classification")
+    hub_base, base_text, base_short = describe_base_model(metrics)
+    dataset = metrics.get("dataset") or {}
+    split, rows, entries, scratch_entries = finetune_results(metrics)
+    # OUTPUT/model: the output folder names the run (the model folder itself is always "model").
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else
+                                folder.resolve().parent.name if folder.name == "model" else folder.name)
+    code = code_file_list(folder)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["hf_pretrain", "fine-tuned", pipeline_tag] + (["custom_code"] if code else []),
+        datasets=[dataset["name"]] if dataset.get("source") == "hub" and dataset.get("name") else None,
+        metrics=sorted({m for m, _, _ in entries + scratch_entries}) or None,
+        license=license,
+        model_name=model_name,
+        base_model=hub_base,
+        eval_results=(finetune_eval_results(metrics, entries, split)
+                      + finetune_eval_results(metrics, scratch_entries, split, SCRATCH_SUFFIX)) or None,
+    )
+    labels = sorted((int(i), name) for i, name in (config.get("id2label") or {}).items())
+    problem_text, metric_note = PROBLEM_DESCRIPTIONS.get(problem_type, PROBLEM_DESCRIPTIONS["single_label_classification"])
+    method, extras = describe_method(metrics, recipe)
+    trust_argument, trust_note = loading_advice(config, folder)
+    run = (metrics.get("runs") or {}).get("pretrained", {})
+    warmup = train.get("warmup", "?")
+    own_family = config.get("model_type") in FAMILIES
+    architecture = (config.get("architectures") or ["?"])[0] + (
+        f" (hf_pretrain encoder family: {describe_architecture(config)})" if own_family
+        else f" (transformers `{config.get('model_type')}`)")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path(FINETUNED_TEMPLATE_NAME)),
+        model_name=model_name,
+        repo_id=repo_id or f"path/to/{model_name}",
+        parameters=human_count(count_parameters(folder)),
+        task_description=pipeline_tag.replace("-", " "),
+        base_short=base_short,
+        base_text=base_text,
+        architecture=architecture,
+        dataset_description=describe_finetune_data(dataset),
+        train_examples=f"{metrics['train_examples']:,}" if metrics.get("train_examples") else None,
+        problem_type=problem_type,
+        problem_description=problem_text.format(n=len(labels)),
+        metric_note=metric_note,
+        code_files=code,
+        auto_class=("AutoModelForTokenClassification" if task == "token-classification"
+                    else "AutoModelForSequenceClassification"),
+        trust_argument=trust_argument,
+        trust_note=trust_note,
+        example=("Alice moved to Paris in late spring." if task == "token-classification"
+                 else "A sentence to classify."),
+        labels=labels,
+        method=method,
+        extra_settings=extras,
+        lr=train.get("lr", "?"),
+        schedule=train.get("schedule", "?"),
+        warmup=(f"{warmup:.0%} of the steps" if isinstance(warmup, float) and warmup < 1 else f"{warmup} steps"),
+        weight_decay=train.get("weight_decay", "?"),
+        epochs=(f"at most {train['max_steps']} steps" if train.get("max_steps")
+                else f"{train['epochs']:g} epochs" if "epochs" in train else "not recorded"),
+        steps=run.get("steps", "?"),
+        batch_size=train.get("batch_size", "?"),
+        grad_accum=train.get("grad_accum", 1),
+        max_length=train.get("max_length", "?"),
+        trainable=(f"{run['trainable_parameters']:,} of {run['parameters']:,}"
+                   if "trainable_parameters" in run and "parameters" in run else "not recorded"),
+        main_metric=metrics.get("main_metric", "?") + (
+            f" (early stopping after {train['early_stopping_patience']} evaluations without improvement)"
+            if train.get("early_stopping_patience") else ""),
+        seed=train.get("seed", "?"),
+        minutes=duration_text(run.get("train_minutes")),
+        split=split,
+        rows=rows,
+        has_scratch=bool((metrics.get("runs") or {}).get("scratch")),
+    )
+
+
+def write_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None, **options) -> Path:
+    card = build_finetuned_card(folder, metrics, recipe, **options)
+    path = Path(folder) / "README.md"
+    card.save(path)
+    return path
+
+
+__all__ = ["build_card", "write_card", "build_finetuned_card", "write_finetuned_card", "template_path",
+           "count_parameters"]

@@ -169,9 +169,14 @@ def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, o
     from ..data.tokenizer import load_tokenizer, train_tokenizer
 
     section = recipe.tokenizer
+    saved = run_dir / "tokenizer"
+    if section.path and section.add_tokens:
+        with accelerator.main_process_first():
+            if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
+                add_domain_words(load_tokenizer(section.path), train_texts, section, saved, announce)
+        return load_tokenizer(saved)
     if section.path:
         return load_tokenizer(section.path)
-    saved = run_dir / "tokenizer"
     with accelerator.main_process_first():
         if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
             texts = texts_for_tokenizer(train_texts, section.max_train_documents)
@@ -186,6 +191,50 @@ def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, o
             )
             tokenizer.save_pretrained(saved)
     return load_tokenizer(saved)
+
+
+DOMAIN_WORDS_FILE = "domain_words.json"  # in the run's tokenizer folder: the added words and their old pieces
+
+
+def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> None:
+    """tokenizer.add_tokens: add the corpus's most frequent multi-piece words to a copy of the tokenizer, saved in
+    the run folder (a resume reuses it), with the pieces each word replaces (init_domain_rows reads them)."""
+    import json
+
+    from tokenizers import AddedToken
+
+    from ..data.tokenizer import find_domain_words
+
+    texts = texts_for_tokenizer(train_texts, section.max_train_documents)
+    words = find_domain_words(tokenizer, texts, section.add_tokens)
+    # single_word: matched only as a whole word; lstrip: the word takes the space before it, so byte-level BPE
+    # does not leave a lone space token in front of it.
+    tokenizer.add_tokens([AddedToken(word.text, single_word=True, lstrip=True) for word in words])
+    tokenizer.save_pretrained(saved)
+    records = [{"word": w.text, "id": tokenizer.convert_tokens_to_ids(w.text), "pieces": list(w.pieces),
+                "count": w.count} for w in words]
+    (saved / DOMAIN_WORDS_FILE).write_text(json.dumps(records, indent=1))
+    shown = ", ".join(f"{w.text} ({len(w.pieces)} pieces, {w.count}x)" for w in words[:10])
+    announce(f"tokenizer.add_tokens: added {len(words)} domain words to the vocabulary: {shown}"
+             + (" ..." if len(words) > 10 else ""))
+
+
+def init_domain_rows(model, tokenizer_dir: Path) -> None:
+    """Start each added word's embedding row (and its output row and bias, where untied) as the mean of the rows
+    of the pieces it used to be split into: the model's reading of the word before the vocabulary grew."""
+    import json
+
+    records = json.loads((tokenizer_dir / DOMAIN_WORDS_FILE).read_text())
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not matrices[0]:
+        matrices.append(output.weight)
+    if output is not None and getattr(output, "bias", None) is not None:
+        matrices.append(output.bias)
+    with torch.no_grad():
+        for matrix in matrices:
+            for record in records:
+                matrix[record["id"]] = matrix[record["pieces"]].mean(dim=0)
 
 
 # ----------------------------------------------------------------------------------------------- masked LM
@@ -219,6 +268,7 @@ class MaskedLMObjective:
 
         self.recipe = recipe
         self.announce = announce
+        self.run_dir = run_dir
         if recipe.model.init_from is None:
             model_config_from_recipe(PretrainEncoderConfig, recipe)  # fail on a bad model config before any work
         train_texts, eval_texts = load_text_splits(recipe, announce)
@@ -299,6 +349,8 @@ class MaskedLMObjective:
                 )
             if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
                 model.resize_token_embeddings(vocab_rows(self.tokenizer))
+            if recipe.tokenizer.add_tokens:  # a resumed run loads its checkpoint's rows over these
+                init_domain_rows(model, self.run_dir / "tokenizer")
             return model
         from ..models import PretrainEncoderForMaskedLM
 

@@ -161,3 +161,60 @@ def test_whole_word_masking_with_each_tokenizer_kind(kind, marker, texts):
             assert word.all() or not word.any(), (kind, begin, end, word)  # all pieces of a word, or none
             multi_piece_words += int(word.all() and end - begin > 1)
     assert multi_piece_words > 0  # some masked words really had several pieces
+
+
+# ----------------------------------------------------------------------------------------------- domain words
+def test_added_domain_words_start_as_the_mean_of_their_pieces(texts, tmp_path):
+    from hf_pretrain.recipe import TokenizerSection
+    from hf_pretrain.training.objectives import DOMAIN_WORDS_FILE, add_domain_words, init_domain_rows
+
+    folder = make_checkpoint("roberta", texts, tmp_path / "start")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    before = len(tokenizer)
+    messages = []
+    import datasets
+
+    corpus = datasets.Dataset.from_dict({"text": texts})  # the training split, as the objective has it
+    add_domain_words(tokenizer, corpus, TokenizerSection(path=str(folder), add_tokens=6), tmp_path / "tok",
+                     messages.append)
+    extended = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
+    records = json.loads((tmp_path / "tok" / DOMAIN_WORDS_FILE).read_text())
+    assert len(extended) == before + 6 == before + len(records) and "added 6 domain words" in messages[0]
+    model = transformers.RobertaForMaskedLM.from_pretrained(folder)
+    old_rows = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(len(extended))
+    init_domain_rows(model, tmp_path / "tok")
+    for record in records:
+        # The word is now one token in running text, and its row is the mean of the rows it was split into.
+        assert extended(f"see the {record['word']} here", add_special_tokens=False)["input_ids"].count(record["id"]) == 1
+        assert len(record["pieces"]) >= 2 and record["id"] >= before
+        torch.testing.assert_close(model.get_input_embeddings().weight[record["id"]],
+                                   old_rows[record["pieces"]].mean(dim=0))
+        assert tokenizer.decode(record["pieces"]).strip() == record["word"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_add_tokens_through_the_cli_leaves_a_tokenizer_and_model_that_agree(family, texts, tmp_path):
+    folder = make_checkpoint(family, texts, tmp_path / "start")
+    run_dir = tmp_path / "run"
+    result = run_cli(tmp_path, "pretrain", "mlm-continue", f"model.init_from={folder}", f"tokenizer.path={folder}",
+                     "tokenizer.add_tokens=5", f"output.dir={run_dir}", f"data.block_size={BLOCK}",
+                     "data.max_documents=200", "train.batch_size=4", "train.max_steps=2", "train.eval_every=100",
+                     "train.eval_batches=1", "train.save_every=100", "output.log_with=[]", "output.progress_bar=false")
+    assert "tokenizer.add_tokens: added 5 domain words" in result.stdout
+    final = run_dir / "final"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(final)
+    model = transformers.AutoModelForMaskedLM.from_pretrained(final)
+    words = json.loads((run_dir / "tokenizer" / "domain_words.json").read_text())
+    assert len(tokenizer) == len(transformers.AutoTokenizer.from_pretrained(folder)) + 5
+    assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+    for record in words:
+        assert tokenizer.convert_tokens_to_ids(record["word"]) == record["id"]
+    ids = tokenizer(" ".join(r["word"] for r in words), return_tensors="pt")
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_add_tokens_needs_a_checkpoint_to_continue(tmp_path):
+    result = run_cli(tmp_path, "pretrain", "mlm-tiny", "tokenizer.add_tokens=10", check=False)
+    assert result.returncode == 2 and "tokenizer.add_tokens=10 extends the vocabulary of a checkpoint" in result.stderr
