@@ -23,7 +23,7 @@ from accelerate.utils import DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
 from ..folders import swap_into_place, write_complete_marker
-from ..recipe import Recipe, RecipeError, resume_changes
+from ..recipe import Recipe, RecipeError, flat_items, resume_changes
 from .checkpoint import (
     LOCK,
     TrainerState,
@@ -136,7 +136,7 @@ class Pretraining:
         # The checkpoint to resume from, and its recipe checked against this one, before any work.
         self.resume_from = find_resumable_checkpoint(self.run_dir, report=announce if self.is_main else silent)
         if self.resume_from is not None:
-            check_resume_recipe(self.resume_from, self.run_dir, recipe, announce)
+            check_resume_recipe(self.resume_from, self.run_dir, recipe, announce if self.is_main else silent)
         if self.is_main:
             (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         self.accelerator.wait_for_everyone()
@@ -505,16 +505,10 @@ def tracker_available(name: str, announce) -> bool:
     return True
 
 
-def flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float, str, bool)):
-            flat[f"{prefix}{key}"] = value
-        else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
+def flatten(data: dict) -> dict:
+    """A nested recipe dict as dotted keys with scalar values, for the trackers' hyper-parameter tables."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flat_items(data).items()}
 
 
 def make_progress_bar(recipe: Recipe, is_main: bool, state: TrainerState):
@@ -534,9 +528,6 @@ def update_progress_bar(bar, record: dict, progress: float) -> None:
     bar.set_postfix(
         loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:,.0f}"
     )
-
-
-__all__ = ["Pretraining", "TrainingDiverged"]
 
 
 def silent(*_args) -> None:
@@ -579,3 +570,6 @@ def move_run_aside(run_dir: Path, announce) -> Path | None:
         entry.rename(target / entry.name)
     announce(f"--restart: moved the earlier run in {run_dir} to {target}")
     return target
+
+
+__all__ = ["Pretraining", "TrainingDiverged", "TrainingInterrupted"]
