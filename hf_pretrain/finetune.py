@@ -28,8 +28,9 @@ scratch baseline gets the same). `linear_probe: {epochs, lr}` fits the new head 
 fine-tuning (LP-FT, see `LinearProbeSection`; off by default, the scratch baseline gets the same).
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
-its tokenizer and a model card naming its base model; LoRA weights merged in), `scratch/model/` with `compare_scratch`, and `.hf_pretrain_output.json`,
-the marker that lets a later run replace it. A folder holding anything else is refused, never overwritten.
+its tokenizer and a model card naming its base model; LoRA weights merged in), `scratch/model/` with
+`compare_scratch`, and `.hf_pretrain_output.json`, the marker that lets a later run replace it. A folder holding
+anything else is refused, never overwritten.
 """
 
 from __future__ import annotations

@@ -54,22 +54,18 @@ def safetensors_state(folder: Path) -> dict:
 
 def check_card(out: Path, pipeline_tag: str, base_model: str | None = None):
     """OUTPUT/model/README.md parses, names the task and the base model, and its model-index holds the scores
-    metrics.json holds for the fine-tuned model (and the from-scratch baseline when there was one)."""
+    metrics.json holds for the fine-tuned model (the from-scratch baseline's are in the text table only)."""
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
-    from hf_pretrain.hub.card import SCRATCH_SUFFIX
-
-    metrics = read_metrics(out)
     card = ModelCard.load(out / "model" / "README.md")
+    metrics = read_metrics(out)
     data = card.data
     assert data.library_name == "transformers" and data.pipeline_tag == pipeline_tag
     assert {"hf_pretrain", "fine-tuned", pipeline_tag} <= set(data.tags)
     assert data.base_model == base_model
     split = "test" if "test" in metrics["runs"]["pretrained"] else "validation"
-    expected = {f"{name}{suffix}": value
-                for run, suffix in (("pretrained", ""), ("scratch", SCRATCH_SUFFIX))
-                for name, value in metrics["runs"].get(run, {}).get(split, {}).items() if name != "loss"}
+    expected = {name: value for name, value in metrics["runs"]["pretrained"][split].items() if name != "loss"}
     assert {r.metric_name: r.metric_value for r in data.eval_results} == pytest.approx(expected, abs=1e-4)
     assert {(r.task_type, r.dataset_split) for r in data.eval_results} == {(pipeline_tag, split)}
     model_name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])  # the Hub's own parser

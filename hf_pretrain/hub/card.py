@@ -41,7 +41,6 @@ ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token 
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
 FINETUNE_METRICS = ("f1", "accuracy", "precision", "recall", "mse", "mae", "pearson", "spearman", "loss")
 # Model-index names of the from-scratch baseline's scores, so they cannot be read as the card's own model's.
-SCRATCH_SUFFIX = " (baseline: same architecture from scratch)"
 PROBLEM_DESCRIPTIONS = {  # problem type -> (card text, what the reported metrics are)
     "single_label_classification": ("single-label classification: one of {n} labels per text",
                                     "f1, precision and recall are macro averages over the labels (each counts "
@@ -192,21 +191,17 @@ def pretraining_results(summary: dict):
 
 
 def finetune_results(metrics: dict):
-    """(split, rows, entries of the fine-tuned model, entries of the from-scratch run ([] without one)) from a
-    fine-tuning metrics.json (hf_pretrain.finetune); entries are [(metric type, label, value)]. The test split when
-    the run had one, else validation."""
+    """(split, rows, [(metric type, label, value)] of the fine-tuned model) from a fine-tuning metrics.json
+    (hf_pretrain.finetune); the rows also carry the from-scratch run's scores. The test split when the run had
+    one, else validation."""
     runs = metrics.get("runs", {})
     pretrained, scratch = runs.get("pretrained", {}), runs.get("scratch", {})
     split = "test" if "test" in pretrained else "validation"
     names = [n for n in FINETUNE_METRICS if n in pretrained.get(split, {})]
     rows = [{"name": n, "pretrained": format_value(pretrained[split][n]),
              "scratch": format_value(scratch.get(split, {}).get(n))} for n in names]
-
-    def entries(run: dict) -> list:
-        scores = run.get(split, {})
-        return [(n, n, round(float(scores[n]), 4)) for n in names if n != "loss" and n in scores]  # loss: table only
-
-    return split, rows, entries(pretrained), entries(scratch)
+    results = [(n, n, round(float(pretrained[split][n]), 4)) for n in names if n != "loss"]  # loss: table only
+    return split, rows, results
 
 
 def finetune_eval_results(finetune: dict, entries: list, split: str, suffix: str = "") -> list:
@@ -280,7 +275,7 @@ def precision_text(asked: str, used: str | None) -> str:
 def duration_text(minutes: float | None) -> str:
     if minutes is None:
         return "not recorded"
-    return f"{minutes:.1f} minutes" if minutes >= 1 else f"{minutes * 60:.0f} seconds"  # tiny runs: not "0.0 minutes"
+    return f"{minutes:.1f} minutes" if minutes >= 1 else f"{minutes * 60:.0f} s"  # tiny runs: not "0.0 minutes"
 
 
 def hardware_text(summary: dict) -> str:
@@ -320,8 +315,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     data = describe_data(recipe)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name)
     pretraining_rows, pretraining_entries = pretraining_results(summary)
-    finetune_split, finetune_rows, finetune_entries, _ = (
-        finetune_results(finetune_metrics) if finetune_metrics else ("", [], [], [])
+    finetune_split, finetune_rows, finetune_entries = (
+        finetune_results(finetune_metrics) if finetune_metrics else ("", [], [])
     )
     metric_types = sorted({m for m, _, _ in pretraining_entries + finetune_entries})
     card_data = ModelCardData(
@@ -485,7 +480,7 @@ def build_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None
         "problem_type", "single_label_classification")
     hub_base, base_text, base_short = describe_base_model(metrics)
     dataset = metrics.get("dataset") or {}
-    split, rows, entries, scratch_entries = finetune_results(metrics)
+    split, rows, entries = finetune_results(metrics)
     # OUTPUT/model: the output folder names the run (the model folder itself is always "model").
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else
                                 folder.resolve().parent.name if folder.name == "model" else folder.name)
@@ -495,15 +490,17 @@ def build_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None
         pipeline_tag=pipeline_tag,
         tags=["hf_pretrain", "fine-tuned", pipeline_tag] + (["custom_code"] if code else []),
         datasets=[dataset["name"]] if dataset.get("source") == "hub" and dataset.get("name") else None,
-        metrics=sorted({m for m, _, _ in entries + scratch_entries}) or None,
+        metrics=sorted({m for m, _, _ in entries}) or None,
         license=license,
         model_name=model_name,
         base_model=hub_base,
-        eval_results=(finetune_eval_results(metrics, entries, split)
-                      + finetune_eval_results(metrics, scratch_entries, split, SCRATCH_SUFFIX)) or None,
+        # This model's scores only: the Hub reads model-index entries by metric type, so a baseline's would pass
+        # for this model's. The from-scratch comparison is in the card's results table.
+        eval_results=finetune_eval_results(metrics, entries, split) or None,
     )
     labels = sorted((int(i), name) for i, name in (config.get("id2label") or {}).items())
-    problem_text, metric_note = PROBLEM_DESCRIPTIONS.get(problem_type, PROBLEM_DESCRIPTIONS["single_label_classification"])
+    problem_text, metric_note = PROBLEM_DESCRIPTIONS.get(problem_type,
+                                                         PROBLEM_DESCRIPTIONS["single_label_classification"])
     method, extras = describe_method(metrics, recipe)
     trust_argument, trust_note = loading_advice(config, folder)
     run = (metrics.get("runs") or {}).get("pretrained", {})
@@ -542,7 +539,8 @@ def build_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None
         warmup=(f"{warmup:.0%} of the steps" if isinstance(warmup, float) and warmup < 1 else f"{warmup} steps"),
         weight_decay=train.get("weight_decay", "?"),
         epochs=(f"at most {train['max_steps']} steps" if train.get("max_steps")
-                else f"{train['epochs']:g} epochs" if "epochs" in train else "not recorded"),
+                else f"{train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}" if "epochs" in train
+                else "not recorded"),
         steps=run.get("steps", "?"),
         batch_size=train.get("batch_size", "?"),
         grad_accum=train.get("grad_accum", 1),
