@@ -49,6 +49,7 @@ import yaml
 
 from .folders import (
     check_output_dir,
+    is_or_holds,
     model_location,
     remote_code_allowed,
     save_tokenizer,
@@ -851,7 +852,7 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     for source in (model, recipe.tokenizer):  # before any work
         if not source:
             continue
-        if Path(source).exists() and out.resolve() in (Path(source).resolve(), *Path(source).resolve().parents):
+        if Path(source).exists() and is_or_holds(out, Path(source)):
             # An earlier output of ours may be replaced, but not while it holds what this run reads.
             raise RecipeError(f"output.dir={str(out)!r} holds {source}, which this run fine-tunes from; allowed: "
                               "an output.dir that is not the model's or tokenizer's folder and does not contain it.")

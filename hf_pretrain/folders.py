@@ -29,6 +29,11 @@ def is_run_dir(path: Path) -> bool:
     return (path / "final" / "config.json").is_file() and not (path / "config.json").is_file()
 
 
+def is_or_holds(folder: Path, path: Path) -> bool:
+    """`folder` is `path` or one of its parents: writing `folder` would replace what `path` holds."""
+    return Path(folder).resolve() in (Path(path).resolve(), *Path(path).resolve().parents)
+
+
 def model_location(model: str) -> str:
     """A run folder becomes its final/; anything else (a model folder, a Hub id) is used as given."""
     return str(Path(model) / "final") if is_run_dir(Path(model)) else model

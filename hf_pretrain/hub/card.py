@@ -40,7 +40,6 @@ PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type o
 ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
 FINETUNE_METRICS = ("f1", "accuracy", "precision", "recall", "mse", "mae", "pearson", "spearman", "loss")
-# Model-index names of the from-scratch baseline's scores, so they cannot be read as the card's own model's.
 PROBLEM_DESCRIPTIONS = {  # problem type -> (card text, what the reported metrics are)
     "single_label_classification": ("single-label classification: one of {n} labels per text",
                                     "f1, precision and recall are macro averages over the labels (each counts "

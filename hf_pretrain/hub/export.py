@@ -24,6 +24,7 @@ from pathlib import Path
 from ..folders import (
     OUTPUT_MARKER,
     check_output_dir,
+    is_or_holds,
     save_tokenizer,
     swap_into_place,
     verify_complete,
@@ -128,7 +129,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
     model_type = model_type_of(final)
     default = run_dir / ("export-encoder" if encoder_only else "export")
     out = Path(out) if out else default
-    if out.resolve() in (final.resolve(), run_dir.resolve(), *run_dir.resolve().parents):
+    if is_or_holds(out, final):  # final/ itself, the run folder, or a folder above it
         raise ExportError(f"--out {out} would overwrite the run itself ({run_dir}); allowed: a new or empty folder, "
                           f"or an earlier export (the default is {default}).")
     check_output_dir(out, "export", "--out", error=ExportError)

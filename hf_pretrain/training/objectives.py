@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -199,8 +200,6 @@ DOMAIN_WORDS_FILE = "domain_words.json"  # in the run's tokenizer folder: the ad
 def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> None:
     """tokenizer.add_tokens: add the corpus's most frequent multi-piece words to a copy of the tokenizer, saved in
     the run folder (a resume reuses it), with the pieces each word replaces (init_domain_rows reads them)."""
-    import json
-
     from tokenizers import AddedToken
 
     from ..data.tokenizer import find_domain_words
@@ -222,8 +221,6 @@ def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> 
 def init_domain_rows(model, tokenizer_dir: Path) -> None:
     """Start each added word's embedding row (and its output row and bias, where untied) as the mean of the rows
     of the pieces it used to be split into: the model's reading of the word before the vocabulary grew."""
-    import json
-
     records = json.loads((tokenizer_dir / DOMAIN_WORDS_FILE).read_text())
     matrices = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
