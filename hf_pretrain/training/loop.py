@@ -206,9 +206,9 @@ class Pretraining:
         flags = torch.tensor(
             [float(self.progress() >= 1.0), float(self.stop_signal is not None)], device=self.accelerator.device
         )
-        flags = self.accelerator.reduce(flags, reduction="max")
-        self.interrupted = bool(flags[1].item())
-        return bool(flags.max().item())
+        spent, stop = self.accelerator.reduce(flags, reduction="max").tolist()  # one device-to-host read
+        self.interrupted = bool(stop)
+        return bool(spent or stop)
 
     def request_stop(self, signal_number: int, _frame=None) -> None:
         """SIGTERM/SIGINT: finish the current step, save, stop. A second one stops at once."""
