@@ -72,7 +72,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_tokenizer(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
-    from .training.objectives import load_text_splits
+    from .data.pipeline import load_text_splits
     from .data.tokenizer import train_tokenizer
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -169,9 +169,9 @@ def print_summary(result: dict) -> None:
     ]
     from .training.objectives import OBJECTIVES
 
-    describe = getattr(OBJECTIVES.get(result.get("objective")), "describe_evals", None)
-    if before and after and describe is not None:  # an objective with its own metrics (dae-features: MSE, R^2)
-        lines.append(describe(before, after))
+    described = OBJECTIVES[result["objective"]].describe_evals(before, after) if before and after else None
+    if described is not None:  # an objective with its own metrics (dae-features: MSE, R^2)
+        lines.append(described)
     elif before and after:
         lines.append(f"eval loss {before['loss']:.3f} -> {after['loss']:.3f}   "
                      f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")

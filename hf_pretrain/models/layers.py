@@ -294,3 +294,18 @@ def scaled_init_std(initializer_range: float, num_layers: int) -> float:
     """Std for projections that write into the residual stream (GPT-2 / Megatron): shrink by sqrt(2 * layers)
     so the residual's variance does not grow with depth."""
     return initializer_range / math.sqrt(2.0 * num_layers)
+
+
+# --------------------------------------------------------------------------------------------------- FLOPs
+def linear_weight_count(module: nn.Module, exclude: tuple[nn.Module, ...] = ()) -> int:
+    """Weights of every nn.Linear inside `module`, except those inside `exclude`: a linear layer costs
+    6 FLOPs per weight per token in a training step (2 per multiply-add, forward + 2x backward)."""
+    excluded = {id(m) for part in exclude for m in part.modules()}
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear) and id(m) not in excluded)
+
+
+def attention_flops(num_layers: int, context_length: int, hidden_size: int, tokens: int) -> int:
+    """Training FLOPs of the attention scores and weighted sum: two (L x C) matmuls per token and layer, 4 * L * C
+    forward, x3 for forward + backward."""
+    return 12 * num_layers * context_length * hidden_size * tokens
+

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Seq2SeqL
 
 from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
 from .decoder_layers import DecoderLayer, causal_self_attention_mask, memory_attention_mask
-from .layers import RotaryEmbedding, make_norm, scaled_init_std
+from .layers import RotaryEmbedding, attention_flops, linear_weight_count, make_norm, scaled_init_std
 from .modeling_pretrain_encoder import PretrainEncoderModel, pool_sequence, zero_loss_like
 
 
@@ -169,6 +169,12 @@ class PretrainDAEPreTrainedModel(PreTrainedModel):
             init.ones_(module.token_pooling_weights)
             init.zeros_(module.pooled_center)
 
+    def encoder_and_decoder_weights(self) -> tuple[int, int]:
+        """(weights of the encoder's linear layers, weights of every other linear layer): the 6 FLOPs per weight
+        and token of a training step are spent on source tokens by the first and on target tokens by the second."""
+        encoder = linear_weight_count(self.get_encoder())
+        return encoder, linear_weight_count(self) - encoder
+
     def export_encoder(self, save_dir: str | os.PathLike) -> PretrainEncoderModel:
         """Write the encoder as a masked-LM family checkpoint (config + weights + code) and return it.
 
@@ -298,6 +304,37 @@ class PretrainDAEModel(PretrainDAEPreTrainedModel):
 
     def get_encoder(self, modality: str | None = None) -> PretrainEncoderModel:
         return self.encoder
+
+    @torch.no_grad()
+    def set_token_pooling_weights(self, weights: torch.Tensor) -> None:
+        """`sentence_pooling="weighted_mean"`: the weight (V,) of each token in a sentence vector, e.g. smooth
+        inverse frequency a / (a + p(token)) of the training corpus."""
+        if weights.shape != self.token_pooling_weights.shape:
+            raise ValueError(
+                f"token pooling weights of shape {tuple(weights.shape)}; this model needs "
+                f"{tuple(self.token_pooling_weights.shape)} (one per vocabulary row)."
+            )
+        self.token_pooling_weights.copy_(weights)
+
+    @torch.no_grad()
+    def fit_pooled_center(self, batches) -> int:
+        """Set `pooled_center` to the mean sentence vector of clean documents; `batches` yields (input_ids,
+        attention_mask) pairs of shape (B, S). Sentence vectors of one corpus share a large common component that
+        cosine similarity would mostly measure; removing the mean is BERT-whitening (Su et al. 2021) without its
+        rotation. Returns the number of documents read."""
+        was_training = self.training
+        self.eval()
+        self.pooled_center.zero_()
+        total = torch.zeros_like(self.pooled_center, dtype=torch.float64)  # (C,)
+        count = 0
+        for input_ids, attention_mask in batches:
+            device = self.pooled_center.device
+            vectors = self(input_ids.to(device), attention_mask=attention_mask.to(device)).pooler_output  # (B, C)
+            total += vectors.double().sum(dim=0)
+            count += vectors.shape[0]
+        self.pooled_center.copy_((total / max(count, 1)).to(self.pooled_center.dtype))
+        self.train(was_training)
+        return count
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Sentence embeddings (B, C): `pooler_output` (see `sentence_pooling` on the config)."""
@@ -493,6 +530,18 @@ class PretrainDAEForDenoising(PretrainDAEPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
+    def training_flops(self, source_tokens: int, target_tokens: int, source_length: int, target_length: int) -> float:
+        """Useful FLOPs of a training batch: encoder linears on the source tokens, decoder linears and the
+        vocabulary projection on the target tokens, self-attention at the padded lengths (cross-attention to one
+        pooled vector, or to the source states, is not counted)."""
+        encoder, decoder = self.encoder_and_decoder_weights()
+        config = self.config
+        return float(
+            6 * encoder * source_tokens + 6 * decoder * target_tokens
+            + attention_flops(config.num_hidden_layers, source_length, config.hidden_size, source_tokens)
+            + attention_flops(config.decoder_layers, target_length, config.hidden_size, target_tokens)
+        )
+
 
 # --------------------------------------------------------------------------------------------------- features
 class PretrainDAEForFeatureReconstruction(PretrainDAEPreTrainedModel):
@@ -584,6 +633,20 @@ class PretrainDAEForFeatureReconstruction(PretrainDAEPreTrainedModel):
             decoder_last_hidden_state=decoded,
         )
         return output if return_dict else output.to_tuple()
+
+    def training_flops(self, rows: int, tokens_per_row: int) -> float:
+        """Useful FLOPs of a training batch of `rows` vectors of `tokens_per_row` feature tokens: encoder linears
+        on the feature tokens plus the summary token, decoder linears on one query per feature token,
+        self-attention in both (cross-attention to one vector is negligible)."""
+        encoder, decoder = self.encoder_and_decoder_weights()
+        config = self.config
+        tokens = rows * tokens_per_row
+        source = tokens + rows
+        return float(
+            6 * encoder * source + 6 * decoder * tokens
+            + attention_flops(config.num_hidden_layers, tokens_per_row + 1, config.hidden_size, source)
+            + attention_flops(config.decoder_layers, tokens_per_row, config.hidden_size, tokens)
+        )
 
 
 # Saving any of these copies this file, its sibling imports and the full auto_map (trust_remote_code export).

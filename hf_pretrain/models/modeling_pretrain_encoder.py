@@ -27,8 +27,10 @@ from .layers import (
     FeedForward,
     RotaryEmbedding,
     SelfAttention,
+    attention_flops,
     build_encoder_attention,
     document_ids_from_positions,
+    linear_weight_count,
     make_norm,
     scaled_init_std,
 )
@@ -293,6 +295,23 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
         return output if return_dict else output.to_tuple()
+
+    def training_flops(self, tokens: int, predicted: int, sequence_length: int) -> float:
+        """Useful FLOPs of training on `tokens` positions (packed rows of `sequence_length`) of which `predicted`
+        carry a label: the body's linear layers on every token, attention over the row (a block-diagonal mask's
+        skipped pairs counted as done), the head on the predicted rows only when sparse; with sparse prediction
+        the last block's output projection and MLP also run on the predicted rows only."""
+        head_modules = (self.head, self.decoder)
+        body = linear_weight_count(self, exclude=head_modules)
+        head = linear_weight_count(self.head) + linear_weight_count(self.decoder)
+        config = self.config
+        sparse = config.sparse_prediction
+        flops = 6 * body * tokens + 6 * head * (predicted if sparse else tokens)
+        flops += attention_flops(config.num_hidden_layers, sequence_length, config.hidden_size, tokens)
+        if sparse:
+            last = self.model.layers[-1]
+            flops -= 6 * (linear_weight_count(last.mlp) + last.attn.o_proj.weight.numel()) * (tokens - predicted)
+        return float(flops)
 
 
 def pool_sequence(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:

@@ -144,14 +144,11 @@ class Pretraining:
         # Objective: tokenizer, data, model and noise, all built (and validated) before any training compute.
         self.objective = (objective_factory or build_objective)(recipe, self.accelerator, self.run_dir, announce)
         model = self.objective.model
-        # A model whose loss is a mean over its own batch (transformers' `accepts_loss_kwargs = False`, e.g. the
-        # feature autoencoder's MSE) ignores `num_items_in_batch`; forward_loss weights its loss instead.
-        self.loss_is_batch_mean = getattr(model, "accepts_loss_kwargs", True) is False
         if train.activation_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
         optimizer = build_optimizer(model, recipe, fused=fused)
-        batch_sampler = getattr(self.objective, "train_batch_sampler", None)
+        batch_sampler = self.objective.train_batch_sampler
         streamed = isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset)  # no length, no shuffle
         if batch_sampler is not None:
             batching = {"batch_sampler": batch_sampler}
@@ -185,6 +182,7 @@ class Pretraining:
         self.peak, self.peak_source = peak_tflops(self.accelerator.device, train.precision, train.peak_tflops)
         self.metrics = MetricsLog(self.run_dir, self.accelerator)
         self.state = TrainerState()
+        self._iterator = None  # over the train loader, for the epoch in progress (next_batch)
 
     # ------------------------------------------------------------------------------------------- helpers
     def progress(self, upcoming_tokens: int = 0) -> float:
@@ -220,10 +218,7 @@ class Pretraining:
     def forward_loss(self, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
         """Loss of one micro-batch, normalized by the predicted items of the whole step on all ranks, so that
         gradient accumulation and data parallelism give the gradient of one big batch."""
-        outputs = self.model(**batch, num_items_in_batch=items_in_step)
-        loss = outputs.loss
-        if self.loss_is_batch_mean:  # this micro-batch's share of the step's items turns its mean into their mean
-            loss = loss * (self.objective.count_items(batch).to(loss.device) / items_in_step.to(loss.device))
+        loss = self.objective.loss(self.model, batch, items_in_step)
         # DDP averages gradients over ranks; undo that so the gradient is the global token mean.
         return loss * self.accelerator.num_processes
 
@@ -398,9 +393,7 @@ class Pretraining:
             raise TrainingInterrupted(self.stop_signal or 0, find_resumable_checkpoint(self.run_dir, silent))
         if state.last_eval.get("step") != state.step:
             self.evaluate_and_log()
-        finish = getattr(self.objective, "finish_training", None)
-        if finish is not None:  # e.g. corpus statistics of the trained model that are saved with it
-            finish(accelerator.unwrap_model(self.model))
+        self.objective.finish_training(accelerator.unwrap_model(self.model))  # e.g. corpus statistics saved with it
         self.save()
         final_dir = self.write_final()
         accelerator.end_training()
@@ -410,7 +403,7 @@ class Pretraining:
         """The next micro-batch; starts a new epoch when one ends. After a resume the first epoch skips the
         batches the interrupted run had already consumed."""
         state = self.state
-        if getattr(self, "_iterator", None) is None:
+        if self._iterator is None:
             self.train_loader.set_epoch(state.epoch)
             self.objective.set_epoch(state.epoch)
             loader = self.train_loader

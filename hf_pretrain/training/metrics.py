@@ -1,4 +1,5 @@
-"""Throughput, FLOPs and MFU, and the metrics log (metrics.jsonl + Accelerate trackers)."""
+"""The device peak that MFU is measured against, and the metrics log (metrics.jsonl + Accelerate trackers).
+A step's FLOPs are counted by the model classes (`training_flops`) and the objectives."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 # Dense (no sparsity) peak TFLOP/s per device for the precisions we train in, from the vendors' datasheets.
 DOCUMENTED_PEAK_TFLOPS = {
@@ -53,35 +53,6 @@ def peak_tflops(device: torch.device, precision: str, override: float | None = N
             if model_name in name and documented_precision == key_precision:
                 return value, f"datasheet {model_name} {key_precision}"
     return math.nan, "unknown device: set train.peak_tflops"
-
-
-def linear_parameters(module: nn.Module, exclude: tuple[nn.Module, ...] = ()) -> int:
-    """Weights of every nn.Linear inside `module`, except those in `exclude` (matmul FLOPs scale with these)."""
-    excluded = {id(m) for m in exclude}
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear) and id(m) not in excluded)
-
-
-def encoder_step_flops(
-    body_linear_params: int,
-    head_linear_params: int,
-    num_layers: int,
-    hidden_size: int,
-    tokens: int,
-    sequence_length: int,
-    predicted_tokens: int,
-) -> float:
-    """Useful training FLOPs of one step (forward + backward = 3 x forward; a matmul costs 2 FLOPs per MAC).
-
-    - every linear layer of the body on every token: 6 * params * tokens
-    - attention scores and weighted sum: 2 matmuls of L x D per head per token, 4 * L * C forward, per layer
-    - the prediction head (dense + vocabulary projection) only on the predicted tokens (sparse prediction)
-    Padding and the attention of a token to other documents of a packed row are counted as useful — a slight
-    overestimate with block-diagonal masks.
-    """
-    body = 6 * body_linear_params * tokens
-    attention = 3 * 4 * num_layers * sequence_length * hidden_size * tokens
-    head = 6 * head_linear_params * predicted_tokens
-    return float(body + attention + head)
 
 
 class MetricsLog:

@@ -1,31 +1,116 @@
 """Objectives: what the one training loop needs to know about a pretraining objective.
 
-An objective builds (in this order, all before training starts) the tokenizer, the datasets, the model and the
-noise collators, and knows how to count a batch's tokens and predicted items, compute eval sums and a step's
-FLOPs. The loop stays the same for the masked LM, the denoising autoencoder and the feature autoencoder
-(`dae-features`: float vectors, no tokenizer — its `tokenizer` is None; an optional static
-`describe_evals(before, after)` gives the eval line of the CLI's run summary, for metrics other than loss,
-perplexity and accuracy). An optional `finish_training(model)` runs after the last step, before the last
-checkpoint and the final folder are written (the denoising autoencoder sets its sentence-vector centre there).
+`Objective` declares every member the loop calls, once, with its shapes; the loop never looks for optional
+members. An objective builds, in its constructor and before any training compute, the tokenizer, the datasets,
+the model and the collators; it counts a batch's tokens and predicted items, computes the loss of a micro-batch,
+the eval sums and a step's FLOPs. `TextObjective` holds what the text objectives share. Adding an objective means
+one new class here and one line in `OBJECTIVES`.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import difflib
-import itertools
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
-import datasets
 import numpy as np
 import torch
+from torch.nn import functional as F
 
+from ..data.masking import IGNORE_INDEX
+from ..data.pipeline import (
+    DOMAIN_WORDS_FILE,
+    StreamedBlocks,
+    first_blocks,
+    load_text_splits,
+    prepare_splits,
+    prepare_tokenizer,
+)
 from ..recipe import Recipe, RecipeError
 
+# Eval batches are corrupted with their own noise stream, drawn once (epoch 0) and never changed, so eval losses of
+# different steps compare. Any fixed offset would do; a prime keeps seed s's eval stream from being seed s+1's
+# training stream for small seeds.
+EVAL_SEED_OFFSET = 7919
 
-# ----------------------------------------------------------------------------------------------- model config
+
+# ----------------------------------------------------------------------------------------------- the contract
+class Objective(abc.ABC):
+    """What the loop reads from an objective. Built by `__init__(recipe, accelerator, run_dir, announce)`.
+
+    Attributes set by the constructor:
+      tokenizer          a PreTrainedTokenizerBase, or None (the feature autoencoder reads vectors)
+      model              the model to train (a PreTrainedModel; the loop wraps it with Accelerate)
+      train_dataset      map-style dataset, or an IterableDataset for a streamed corpus (read in order)
+      eval_dataset       map-style dataset of the held-out split
+      train_collator     list of examples -> batch dict of tensors; has `set_epoch(epoch)`
+      eval_collator      the same for eval batches; fixed noise
+      train_batch_sampler  None (the loop batches `train.batch_size` rows, shuffled) or a batch sampler with
+                         `set_epoch(epoch)`, e.g. length-bucketed batches of variable-length documents
+    """
+
+    name: ClassVar[str]
+    tokenizer = None
+    train_batch_sampler = None
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.announce = announce
+
+    @property
+    def eval_seed(self) -> int:
+        return self.recipe.train.seed + EVAL_SEED_OFFSET
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called when an epoch starts (also on resume): noise and batch order are functions of the epoch."""
+        self.train_collator.set_epoch(epoch)
+        if self.train_batch_sampler is not None:
+            self.train_batch_sampler.set_epoch(epoch)
+
+    @abc.abstractmethod
+    def count_items(self, batch: dict) -> torch.Tensor:
+        """Scalar tensor: the predicted items of a batch the loss averages over (masked tokens, target tokens,
+        reconstructed values). The loop sums it over a step's micro-batches and ranks."""
+
+    @abc.abstractmethod
+    def count_tokens(self, batch: dict) -> int:
+        """Input tokens of a batch that count toward `train.max_tokens` and tokens/s (padding excluded)."""
+
+    def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of one micro-batch: its summed loss over the whole step's items (`items_in_step`, all
+        micro-batches and ranks), so that accumulation and data parallelism give the gradient of one big batch.
+        transformers models do this themselves when given `num_items_in_batch`."""
+        return model(**batch, num_items_in_batch=items_in_step).loss
+
+    @abc.abstractmethod
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        """Sums over one eval batch (e.g. summed loss, correct predictions, item count); the loop adds them over
+        batches and ranks and hands the totals to `eval_metrics`. No logits are kept across batches."""
+
+    @abc.abstractmethod
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """Eval metrics from the summed totals; always includes `loss`."""
+
+    @staticmethod
+    def describe_evals(before: dict, after: dict) -> str | None:
+        """The eval line of the CLI's run summary, or None for the default (loss, perplexity, accuracy)."""
+        return None
+
+    @abc.abstractmethod
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        """Useful FLOPs of one optimizer step on this rank (what MFU divides)."""
+
+    def finish_training(self, model) -> None:
+        """Runs after the last step, before the last checkpoint and the final folder are written (e.g. corpus
+        statistics saved with the model). `model` is the unwrapped model."""
+
+
+# ----------------------------------------------------------------------------------------------- text objectives
 def model_config_from_recipe(config_class, recipe: Recipe, **fixed):
     """The family config from `model.config`, validated with the recipe's key names in the messages."""
     allowed = {f.name for f in dataclasses.fields(config_class)} - {"transformers_version", "architectures"}
@@ -49,175 +134,75 @@ def vocab_rows(tokenizer) -> int:
     return int(math.ceil(len(tokenizer) / 64) * 64)
 
 
-def apply_embedding_init(model, recipe: Recipe, tokenizer, documents, announce) -> None:
-    """model.embedding_init=spectral: token embedding rows from the corpus's TF-IDF SVD (data/spectral.py).
-    `documents()` returns an iterator over the training documents as token-id arrays (called only when the
-    recipe asks for spectral rows, so a random init reads nothing). Every rank computes the same rows (the SVD
-    is seeded), so no broadcast is needed."""
-    if recipe.model.embedding_init != "spectral" or recipe.model.init_from:
-        return
-    from ..data.spectral import default_ignore_ids, initialize_token_embeddings
+class TextObjective(Objective):
+    """Text in, token ids, labels with IGNORE_INDEX where nothing is predicted.
 
-    report = initialize_token_embeddings(
-        model.get_input_embeddings(),
-        documents(),
-        ignore_ids=default_ignore_ids(tokenizer),
-        seed=recipe.train.seed,
-        max_segments=recipe.model.embedding_init_max_documents,
-        eigenvalue_power=recipe.model.embedding_init_power,
-    )
-    announce(report.summary())
+    The constructor checks the model config (before any data work), reads the text splits and prepares the
+    tokenizer; the subclass then builds its datasets, model (`new_model` seeds the initialization) and collators.
+    """
 
+    config_class: ClassVar[type]  # the family config a new model is built from
+    tokenizer_objective: ClassVar[str]  # what a tokenizer trained here is for (special tokens, post-processor)
 
-# ----------------------------------------------------------------------------------------------- text and tokens
-def load_text_splits(recipe: Recipe, announce):
-    """(train, validation) `datasets.Dataset`s with a `text` column, from the recipe's data section."""
-    from ..data.sources import load_text_sources
-
-    data = recipe.data
-    validation_files = data.validation_files if data.source == "files" else ()
-    sources = load_text_sources(
-        train_files=data.train_files if data.source == "files" else (),
-        validation_files=validation_files,
-        format=data.format,
-        text_column=data.text_column,
-        hub_dataset=data.hub_dataset if data.source == "hub" else None,
-        hub_config=data.hub_config,
-        hub_split=data.hub_split,
-        builtin=data.source == "builtin",
-        validation_fraction=0.0 if validation_files else data.validation_fraction,
-        seed=recipe.train.seed,
-        max_documents=data.max_documents,
-        num_proc=data.num_proc,
-        streaming=data.streaming,
-    )
-    if not data.streaming:  # a stream's cleaning report fills in only as it is read
-        announce(f"text: {sources.summary()}")
-    if sources.validation is None:
-        raise RecipeError(
-            "no validation text: set data.validation_fraction > 0 or data.validation_files (eval needs it)."
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        super().__init__(recipe, accelerator, run_dir, announce)
+        if recipe.model.init_from is None:
+            model_config_from_recipe(self.config_class, recipe)  # fail on a bad model config before any work
+        self.train_texts, self.eval_texts = load_text_splits(recipe, announce)
+        self.tokenizer = prepare_tokenizer(
+            recipe, self.train_texts, accelerator, run_dir, self.tokenizer_objective, announce
         )
-    return sources.train, sources.validation
+
+    def new_model(self, model_class, **config_fields):
+        """A randomly initialized model of the family, seeded by train.seed (the same weights on every rank)."""
+        torch.manual_seed(self.recipe.train.seed)
+        config = model_config_from_recipe(
+            self.config_class, self.recipe, vocab_size=vocab_rows(self.tokenizer),
+            pad_token_id=self.tokenizer.pad_token_id, **config_fields,
+        )
+        return model_class(config)
+
+    def apply_embedding_init(self, documents) -> None:
+        """model.embedding_init=spectral: token embedding rows from the corpus's TF-IDF SVD (data/spectral.py).
+        `documents()` returns an iterator over the training documents as token-id arrays (called only when the
+        recipe asks for spectral rows, so a random init reads nothing). Every rank computes the same rows (the
+        SVD is seeded), so no broadcast is needed."""
+        recipe = self.recipe
+        if recipe.model.embedding_init != "spectral" or recipe.model.init_from:
+            return
+        from ..data.spectral import default_ignore_ids, initialize_token_embeddings
+
+        report = initialize_token_embeddings(
+            self.model.get_input_embeddings(),
+            documents(),
+            ignore_ids=default_ignore_ids(self.tokenizer),
+            seed=recipe.train.seed,
+            max_segments=recipe.model.embedding_init_max_documents,
+            eigenvalue_power=recipe.model.embedding_init_power,
+        )
+        self.announce(report.summary())
+
+    def count_items(self, batch: dict) -> torch.Tensor:
+        return (batch["labels"] != IGNORE_INDEX).sum()
+
+    def count_tokens(self, batch: dict) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+    def eval_metrics(self, totals: dict) -> dict:
+        items = max(totals.get("items", 0), 1)
+        loss = totals.get("loss_sum", math.nan) / items
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": totals.get("correct", 0) / items}
 
 
-# A streamed corpus may be endless: the tokenizer learns from its first documents.
-STREAMING_TOKENIZER_DOCUMENTS = 200_000
+def predicted_token_sums(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Summed cross-entropy, correct predictions and count of (N, V) logits against (N,) target ids."""
+    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+    correct = (logits.argmax(-1) == targets).sum()
+    return {"loss_sum": loss_sum.detach(), "correct": correct, "items": torch.tensor(targets.numel())}
 
 
-def texts_for_tokenizer(train_texts, limit: int | None) -> list[str]:
-    import datasets
-
-    if isinstance(train_texts, datasets.IterableDataset):
-        limit = limit or STREAMING_TOKENIZER_DOCUMENTS
-        return [row["text"] for row in itertools.islice(train_texts, limit)]
-    texts = train_texts["text"]
-    return texts[:limit] if limit else texts
-
-
-class StreamedBlocks(torch.utils.data.IterableDataset):
-    """Packed blocks of a text stream, for corpora larger than memory (the DataLoader iterates it; Accelerate's
-    dispatcher reads it on the main process and hands each rank its slice of every global batch, so ranks never
-    see the same block). Each pass over the stream is one epoch; the masks still change per epoch.
-
-    DataLoader workers: a `datasets.IterableDataset` read inside worker w of k yields only that worker's shards
-    (files) of the corpus, so each worker packs its own documents and block n of worker w gets the noise key
-    n * k + w: every block once, keys unique across workers, the same blocks and keys on every pass (exact
-    resume, for a fixed train.num_workers). Any other iterable of texts is read whole by every worker, which keeps
-    every k-th block under its own global key."""
-
-    def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
-        from ..data.packing import pack_stream
-
-        super().__init__()
-        self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
-        self.blocks = pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts)
-
-    def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        if worker is None:
-            yield from self.blocks
-        elif self.shards_per_worker:
-            for block in self.blocks:
-                yield {**block, "example_index": block["example_index"] * worker.num_workers + worker.id}
-        else:
-            for block in self.blocks:
-                if int(block["example_index"]) % worker.num_workers == worker.id:
-                    yield block
-
-
-def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:
-    """The first `count` packed blocks of a stream, in memory (a fixed validation set)."""
-    from ..data.packing import pack_stream
-
-    return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
-
-
-def prepare_splits(prepare, train_texts, eval_texts, tokenizer, accelerator, announce, **settings):
-    """Run a data-preparation function (packing or short documents) on both splits and report each; rank 0
-    goes first and caches, the other ranks then load the cache. Returns (train, validation) datasets."""
-    with accelerator.main_process_first():
-        prepared = {
-            split: prepare(texts, tokenizer, **settings)
-            for split, texts in (("train", train_texts), ("validation", eval_texts))
-        }
-    for split, result in prepared.items():
-        announce(f"{split}: {result.report.summary()}")
-    return prepared["train"].dataset, prepared["validation"].dataset
-
-
-def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, objective: str, announce):
-    """Load the recipe's tokenizer, reuse the run's own (on resume), or train one on the training text."""
-    from ..data.tokenizer import load_tokenizer, train_tokenizer
-
-    section = recipe.tokenizer
-    saved = run_dir / "tokenizer"
-    if section.path and section.add_tokens:
-        with accelerator.main_process_first():
-            if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
-                add_domain_words(load_tokenizer(section.path), train_texts, section, saved, announce)
-        return load_tokenizer(saved)
-    if section.path:
-        return load_tokenizer(section.path)
-    with accelerator.main_process_first():
-        if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
-            texts = texts_for_tokenizer(train_texts, section.max_train_documents)
-            announce(f"training a {section.kind} tokenizer ({section.vocab_size} tokens) on {len(texts)} documents")
-            tokenizer = train_tokenizer(
-                texts,
-                kind=section.kind,
-                vocab_size=section.vocab_size,
-                lowercase=section.lowercase,
-                objective=objective,
-                model_max_length=recipe.data.block_size,
-            )
-            tokenizer.save_pretrained(saved)
-    return load_tokenizer(saved)
-
-
-DOMAIN_WORDS_FILE = "domain_words.json"  # in the run's tokenizer folder: the added words and their old pieces
-
-
-def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> None:
-    """tokenizer.add_tokens: add the corpus's most frequent multi-piece words to a copy of the tokenizer, saved in
-    the run folder (a resume reuses it), with the pieces each word replaces (init_domain_rows reads them)."""
-    from tokenizers import AddedToken
-
-    from ..data.tokenizer import find_domain_words
-
-    texts = texts_for_tokenizer(train_texts, section.max_train_documents)
-    words = find_domain_words(tokenizer, texts, section.add_tokens)
-    # single_word: matched only as a whole word; lstrip: the word takes the space before it, so byte-level BPE
-    # does not leave a lone space token in front of it.
-    tokenizer.add_tokens([AddedToken(word.text, single_word=True, lstrip=True) for word in words])
-    tokenizer.save_pretrained(saved)
-    records = [{"word": w.text, "id": tokenizer.convert_tokens_to_ids(w.text), "pieces": list(w.pieces),
-                "count": w.count} for w in words]
-    (saved / DOMAIN_WORDS_FILE).write_text(json.dumps(records, indent=1))
-    shown = ", ".join(f"{w.text} ({len(w.pieces)} pieces, {w.count}x)" for w in words[:10])
-    announce(f"tokenizer.add_tokens: added {len(words)} domain words to the vocabulary: {shown}"
-             + (" ..." if len(words) > 10 else ""))
-
-
+# ----------------------------------------------------------------------------------------------- masked LM
 def init_domain_rows(model, tokenizer_dir: Path) -> None:
     """Start each added word's embedding row (and its output row and bias, where untied) as the mean of the rows
     of the pieces it used to be split into: the model's reading of the word before the vocabulary grew."""
@@ -234,7 +219,6 @@ def init_domain_rows(model, tokenizer_dir: Path) -> None:
                 matrix[record["id"]] = matrix[record["pieces"]].mean(dim=0)
 
 
-# ----------------------------------------------------------------------------------------------- masked LM
 def packing_plan(model) -> tuple[bool, str]:
     """(per-document positions and attention, what the run log says) for a masked LM about to train on packed rows.
 
@@ -254,36 +238,94 @@ def packing_plan(model) -> tuple[bool, str]:
     )
 
 
-class MaskedLMObjective:
-    """Packed blocks of the corpus, MLM masking, the encoder family with sparse prediction."""
+class MaskedPositionsHead:
+    """Runs a transformers masked LM's prediction head on the masked positions only.
+
+    A transformers masked LM projects every position onto the vocabulary, although the loss reads ~15% of them;
+    at a small width that projection is the largest matmul of the step. Every family continued here (BERT,
+    RoBERTa, XLM-R, DistilBERT, DeBERTa-v2, ModernBERT) computes `head(base_model(...)[0])`, so a forward hook on
+    the base model keeps only the rows of the masked positions: the head then returns (1, N, V) logits and its
+    FLOPs fall by the masking rate. The loss is the one the model computes (cross-entropy in fp32, summed, over
+    the step's masked tokens); tests/training/test_continue_families.py checks it equals the model's own loss
+    for each family. Our own family has sparse prediction built in and does not need this.
+    """
+
+    def __init__(self, model):
+        self.selected: torch.Tensor | None = None  # (B, L) bool while a forward through `logits` runs
+        # Registered once: a hook added and removed per call would make torch.compile retrace every step.
+        model.base_model.register_forward_hook(self.keep_selected_rows)
+
+    def keep_selected_rows(self, module, args, output):
+        if self.selected is None:  # any other call (a user's fill-mask, a saved model) sees the model unchanged
+            return output
+        if isinstance(output, tuple):
+            return (output[0][self.selected].unsqueeze(0), *output[1:])
+        output.last_hidden_state = output.last_hidden_state[self.selected].unsqueeze(0)  # (1, N, C)
+        return output
+
+    def logits_and_targets(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, V) logits of the masked positions and their (N,) target ids, in the order of labels[labels != -100]."""
+        labels = batch["labels"]
+        self.selected = labels != IGNORE_INDEX
+        try:
+            logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+        finally:
+            self.selected = None
+        return logits.reshape(-1, logits.shape[-1]), labels[labels != IGNORE_INDEX]
+
+    def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        logits, targets = self.logits_and_targets(model, batch)
+        return F.cross_entropy(logits.float(), targets, reduction="sum") / items_in_step.to(logits.device)
+
+
+def transformers_mlm_flops(model, tokens: int, predicted: int, sequence_length: int) -> float:
+    """Useful FLOPs of a transformers masked LM whose head runs on the `predicted` positions only: 6 per linear
+    weight per token (the body's on every token, the head's on the predicted ones), attention over the packed row
+    (configs without `num_hidden_layers`/`hidden_size` leave attention uncounted)."""
+    from ..models.layers import attention_flops, linear_weight_count
+
+    body = linear_weight_count(model.base_model)
+    head = linear_weight_count(model, exclude=(model.base_model,))  # everything outside the body: the MLM head
+    config = model.config
+    layers, width = getattr(config, "num_hidden_layers", 0), getattr(config, "hidden_size", 0)
+    return float(6 * body * tokens + 6 * head * predicted + attention_flops(layers, sequence_length, width, tokens))
+
+
+class MaskedLMObjective(TextObjective):
+    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
+    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
 
     name = "mlm"
+    tokenizer_objective = "mlm"
+
+    @property
+    def config_class(self):
+        from ..models import PretrainEncoderConfig
+
+        return PretrainEncoderConfig
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.masking import MaskingCollator
-        from ..models import PretrainEncoderConfig
 
-        self.recipe = recipe
-        self.announce = announce
-        self.run_dir = run_dir
-        if recipe.model.init_from is None:
-            model_config_from_recipe(PretrainEncoderConfig, recipe)  # fail on a bad model config before any work
-        train_texts, eval_texts = load_text_splits(recipe, announce)
-        self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "mlm", announce)
+        super().__init__(recipe, accelerator, run_dir, announce)
         word_starts = recipe.masking.whole_word or recipe.masking.span
         self.streaming = recipe.data.streaming
+        block_size = recipe.data.block_size
         if self.streaming:
-            self.train_dataset = StreamedBlocks(train_texts, self.tokenizer, recipe.data.block_size, word_starts)
+            self.train_dataset = StreamedBlocks(self.train_texts, self.tokenizer, block_size, word_starts)
             eval_rows = recipe.train.eval_batches * recipe.train.batch_size * accelerator.num_processes
-            self.eval_dataset = first_blocks(eval_texts, self.tokenizer, recipe.data.block_size, word_starts, eval_rows)
+            self.eval_dataset = first_blocks(self.eval_texts, self.tokenizer, block_size, word_starts, eval_rows)
         else:
-            self.train_dataset, self.eval_dataset = self.pack_in_memory(
-                recipe, train_texts, eval_texts, word_starts, accelerator, announce
+            from ..data.packing import pack_dataset
+
+            self.train_dataset, self.eval_dataset = prepare_splits(
+                pack_dataset, self.train_texts, self.eval_texts, self.tokenizer, accelerator, announce,
+                block_size=block_size, num_proc=recipe.data.num_proc, with_word_starts=word_starts,
             )
-        self.model = self.build_model(PretrainEncoderConfig)
-        apply_embedding_init(
-            self.model, recipe, self.tokenizer, lambda: self.training_documents(train_texts), announce
-        )
+        self.model = self.build_model()
+        self.own_family = self.model.config.model_type == "hf_pretrain_encoder"
+        self.masked_positions_head = None if self.own_family else MaskedPositionsHead(self.model)
+        self.apply_embedding_init(self.training_documents)
         per_document, description = packing_plan(self.model)
         announce(f"packing: {description}")
         masking = recipe.masking
@@ -296,26 +338,16 @@ class MaskedLMObjective:
             with_position_ids=per_document,
         )
         self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
-        # Eval masks never change (another seed, epoch 0), so eval losses of different steps compare.
-        self.eval_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed + 7919, **collator_settings)
-        self.sequence_length = recipe.data.block_size
+        self.eval_collator = MaskingCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
 
-    def pack_in_memory(self, recipe, train_texts, eval_texts, word_starts, accelerator, announce):
-        from ..data.packing import pack_dataset
-
-        return prepare_splits(
-            pack_dataset, train_texts, eval_texts, self.tokenizer, accelerator, announce,
-            block_size=recipe.data.block_size, num_proc=recipe.data.num_proc, with_word_starts=word_starts,
-        )
-
-    def training_documents(self, train_texts):
+    def training_documents(self):
         """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed
         again from its start by the same packer (the consumer stops after embedding_init_max_documents)."""
         from ..data.packing import pack_stream
         from ..data.spectral import segments_of_packed_rows
 
         if self.streaming:
-            blocks = pack_stream(train_texts, self.tokenizer, self.recipe.data.block_size)
+            blocks = pack_stream(self.train_texts, self.tokenizer, self.recipe.data.block_size)
             return (
                 segment
                 for block in blocks
@@ -327,90 +359,56 @@ class MaskedLMObjective:
             for segment in segments_of_packed_rows(chunk["input_ids"], chunk["position_ids"])
         )
 
-    def build_model(self, config_class):
+    def build_model(self):
+        from ..models import PretrainEncoderForMaskedLM
+
+        if self.recipe.model.init_from:
+            return self.load_checkpoint()
+        return self.new_model(PretrainEncoderForMaskedLM)
+
+    def load_checkpoint(self):
+        """Continued pretraining: any `AutoModelForMaskedLM` checkpoint, its vocabulary grown to the tokenizer's
+        (and the added domain words' rows initialized) where needed."""
         from transformers import AutoModelForMaskedLM
 
         recipe = self.recipe
-        if recipe.model.init_from:
-            try:
-                model = AutoModelForMaskedLM.from_pretrained(
-                    recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
-                )
-            except ValueError as error:  # e.g. DeBERTa-v2 has no SDPA path: use the family's own default
-                if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
-                    raise
-                model = AutoModelForMaskedLM.from_pretrained(recipe.model.init_from)
-                self.announce(
-                    f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
-                    f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})"
-                )
-            if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
-                model.resize_token_embeddings(vocab_rows(self.tokenizer))
-            if recipe.tokenizer.add_tokens:  # a resumed run loads its checkpoint's rows over these
-                init_domain_rows(model, self.run_dir / "tokenizer")
-            return model
-        from ..models import PretrainEncoderForMaskedLM
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(
+                recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
+            )
+        except ValueError as error:  # e.g. DeBERTa-v2 has no SDPA path: use the family's own default
+            if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
+                raise
+            model = AutoModelForMaskedLM.from_pretrained(recipe.model.init_from)
+            self.announce(
+                f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
+                f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})"
+            )
+        if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
+            model.resize_token_embeddings(vocab_rows(self.tokenizer))
+        if recipe.tokenizer.add_tokens:  # a resumed run loads its checkpoint's rows over these
+            init_domain_rows(model, self.run_dir / "tokenizer")
+        return model
 
-        torch.manual_seed(recipe.train.seed)
-        config = model_config_from_recipe(
-            config_class, recipe, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id
-        )
-        return PretrainEncoderForMaskedLM(config)
+    def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        if self.own_family:
+            return super().loss(model, batch, items_in_step)
+        return self.masked_positions_head.loss(model, batch, items_in_step)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.train_collator.set_epoch(epoch)
-
-    @staticmethod
-    def count_items(batch: dict) -> torch.Tensor:
-        return (batch["labels"] != -100).sum()
-
-    @staticmethod
-    def count_tokens(batch: dict) -> int:
-        mask = batch.get("attention_mask")
-        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-    @staticmethod
-    def eval_sums(model, batch: dict) -> dict[str, torch.Tensor]:
-        """Summed cross-entropy and correct predictions over masked tokens (no logits kept across batches)."""
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
-        logits = model(**batch).logits
-        targets = labels[labels != -100]
-        if logits.dim() == 3:  # a dense model (e.g. continued pretraining of a Hub checkpoint)
-            logits = logits[labels != -100]
-        loss_sum = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-        correct = (logits.argmax(-1) == targets).sum()
-        return {"loss_sum": loss_sum.detach(), "correct": correct, "items": torch.tensor(targets.numel())}
-
-    @staticmethod
-    def eval_metrics(totals: dict) -> dict:
-        items = max(totals.get("items", 0), 1)
-        loss = totals.get("loss_sum", math.nan) / items
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": totals.get("correct", 0) / items}
+        if not self.own_family:
+            return predicted_token_sums(*self.masked_positions_head.logits_and_targets(model, batch))
+        logits = model(**batch).logits  # (B, L, V): our family predicts densely in eval mode
+        return predicted_token_sums(logits[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])
 
     def step_flops(self, micro_batches: list[dict]) -> float:
-        from .metrics import encoder_step_flops, linear_parameters
-
-        model = self.model
-        config = model.config
-        head_modules = tuple(m for m in (getattr(model, "head", None), model.get_output_embeddings()) if m is not None)
-        if not hasattr(self, "_linear_params"):
-            self._linear_params = (
-                linear_parameters(model, exclude=head_modules),
-                sum(linear_parameters(m) for m in head_modules),
-            )
-        body, head = self._linear_params
         tokens = sum(self.count_tokens(b) for b in micro_batches)
         predicted = sum(int(self.count_items(b)) for b in micro_batches)
-        flops = encoder_step_flops(
-            body, head, config.num_hidden_layers, config.hidden_size, tokens, self.sequence_length,
-            predicted if getattr(config, "sparse_prediction", False) else tokens,  # dense heads project every position
-        )
-        if getattr(config, "sparse_prediction", False) and hasattr(model, "model") and hasattr(model.model, "layers"):
-            # Our last block runs its output projection and MLP on the predicted rows only (not counted as done).
-            last = model.model.layers[-1]
-            skipped_params = linear_parameters(last.mlp) + last.attn.o_proj.weight.numel()
-            flops -= 6 * skipped_params * (tokens - predicted)
-        return flops
+        length = self.recipe.data.block_size
+        if self.own_family:
+            return self.model.training_flops(tokens, predicted, length)
+        return transformers_mlm_flops(self.model, tokens, predicted, length)
 
 
 # ----------------------------------------------------------------------------------------------- autoencoder
@@ -419,39 +417,41 @@ CENTER_DOCUMENTS = 4096
 CENTER_BATCH = 64
 
 
-class DenoisingObjective:
+class DenoisingObjective(TextObjective):
     """One document per row (length-bucketed batches), corrupted by the noise collator; the denoising
     autoencoder reconstructs the clean document. Eval: reconstruction loss, token accuracy, exact match."""
 
     name = "dae"
+    tokenizer_objective = "dae"
+
+    @property
+    def config_class(self):
+        from ..models import PretrainDAEConfig
+
+        return PretrainDAEConfig
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.noising import DenoisingCollator, NoiseSettings
         from ..data.packing import LengthBucketBatchSampler, prepare_documents
-        from ..models import PretrainDAEConfig
 
-        self.recipe = recipe
-        if recipe.model.init_from is None:
-            model_config_from_recipe(PretrainDAEConfig, recipe)  # fail on a bad model config before any work
+        super().__init__(recipe, accelerator, run_dir, announce)
         noise = NoiseSettings(**dataclasses.asdict(recipe.noise))
-        train_texts, eval_texts = load_text_splits(recipe, announce)
-        self.tokenizer = prepare_tokenizer(recipe, train_texts, accelerator, run_dir, "dae", announce)
-        needs_words = noise.word_delete_rate > 0
         self.train_dataset, self.eval_dataset = prepare_splits(
-            prepare_documents, train_texts, eval_texts, self.tokenizer, accelerator, announce,
-            max_length=recipe.data.block_size, num_proc=recipe.data.num_proc, with_word_starts=needs_words,
+            prepare_documents, self.train_texts, self.eval_texts, self.tokenizer, accelerator, announce,
+            max_length=recipe.data.block_size, num_proc=recipe.data.num_proc,
+            with_word_starts=noise.word_delete_rate > 0,
         )
         # Documents of similar length share a batch, so the padding (wasted FLOPs) stays small.
         self.train_batch_sampler = LengthBucketBatchSampler(
             self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
         )
-        self.model = self.build_model(PretrainDAEConfig)
-        apply_embedding_init(self.model, recipe, self.tokenizer, self.training_documents, announce)
+        self.model = self.build_model()
+        self.apply_embedding_init(self.training_documents)
         if self.model.config.sentence_pooling == "weighted_mean":
             from ..data.spectral import smooth_inverse_frequency_weights
 
             weights = smooth_inverse_frequency_weights(self.training_documents(), self.model.config.vocab_size)
-            self.model.base_model.token_pooling_weights.copy_(weights)
+            self.model.base_model.set_token_pooling_weights(weights)
             announce("sentence pooling: token weights a / (a + p(token)) from the training documents")
         start = self.model.config.decoder_start_token_id
         self.train_collator = DenoisingCollator.from_tokenizer(
@@ -460,108 +460,75 @@ class DenoisingObjective:
         # Eval always teacher-forces the clean prefix, so reconstruction metrics compare across settings.
         eval_noise = dataclasses.replace(noise, decoder_mask_rate=0.0)
         self.eval_collator = DenoisingCollator.from_tokenizer(
-            self.tokenizer, eval_noise, seed=recipe.train.seed + 7919, decoder_start_token_id=start
+            self.tokenizer, eval_noise, seed=self.eval_seed, decoder_start_token_id=start
         )
 
-    def build_model(self, config_class):
+    def build_model(self):
         from ..models import PretrainDAEForDenoising
 
-        recipe, tokenizer = self.recipe, self.tokenizer
-        if recipe.model.init_from:
-            return PretrainDAEForDenoising.from_pretrained(recipe.model.init_from)
-        torch.manual_seed(recipe.train.seed)
+        if self.recipe.model.init_from:
+            return PretrainDAEForDenoising.from_pretrained(self.recipe.model.init_from)
         # The labels are the clean ids as tokenized ([CLS] ... [SEP]); decoding starts from [BOS] (or [CLS]) and
         # stops at [SEP], where the labels end.
+        tokenizer = self.tokenizer
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-        config = model_config_from_recipe(
-            config_class,
-            recipe,
-            vocab_size=vocab_rows(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=start,
-            decoder_start_token_id=start,
-            eos_token_id=tokenizer.sep_token_id,
+        return self.new_model(
+            PretrainDAEForDenoising, bos_token_id=start, decoder_start_token_id=start, eos_token_id=tokenizer.sep_token_id
         )
-        return PretrainDAEForDenoising(config)
 
     def training_documents(self):
         """The training documents as token-id arrays: one per row, variable lengths, read in chunks (not the
         whole column at once)."""
         return (np.asarray(ids) for chunk in self.train_dataset.iter(batch_size=1024) for ids in chunk["input_ids"])
 
-    def set_epoch(self, epoch: int) -> None:
-        self.train_collator.set_epoch(epoch)
-        self.train_batch_sampler.set_epoch(epoch)
-
     def finish_training(self, model) -> None:
-        """sentence_pooling="weighted_mean": set the model's `pooled_center` to the mean sentence vector of (up to
-        CENTER_DOCUMENTS) clean training documents. Sentence vectors of one corpus share a large common
-        component that cosine similarity then mostly measures; removing the mean (as in BERT-whitening, Su et al.
-        2021, without its rotation) raised retrieval MAP from 0.21 to 0.27 here (benchmarks/README.md). Every
-        process computes the same vector from the same documents."""
+        """sentence_pooling="weighted_mean": the model's `pooled_center` becomes the mean sentence vector of (up to
+        CENTER_DOCUMENTS) clean training documents (see `PretrainDAEModel.fit_pooled_center`; it raised retrieval
+        MAP here: benchmarks/RESULTS.md). Every process computes the same vector from the same documents."""
         base = model.base_model  # the PretrainDAEModel inside PretrainDAEForDenoising
         if base.config.sentence_pooling != "weighted_mean":
             return
-        was_training = model.training
-        model.eval()
-        base.pooled_center.zero_()
         documents = self.train_dataset.select(range(min(CENTER_DOCUMENTS, len(self.train_dataset))))
-        total = torch.zeros_like(base.pooled_center, dtype=torch.float64)
-        with torch.no_grad():
+
+        def batches():
             for chunk in documents.iter(batch_size=CENTER_BATCH):
                 ids = list(chunk["input_ids"])  # (numpy-formatted rows come as one object array)
-                batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-                batch = batch.to(base.pooled_center.device)
-                vectors = base(batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
-                total += vectors.double().sum(dim=0)
-        base.pooled_center.copy_((total / len(documents)).to(base.pooled_center.dtype))
-        model.train(was_training)
+                padded = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+                yield padded["input_ids"], padded["attention_mask"]
 
-    count_items = staticmethod(MaskedLMObjective.count_items)
+        base.fit_pooled_center(batches())
 
-    @staticmethod
-    def count_tokens(batch: dict) -> int:
+    def count_tokens(self, batch: dict) -> int:
         return int(batch["attention_mask"].sum())
 
-    @staticmethod
-    def eval_sums(model, batch: dict) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch["labels"]  # (B, T)
         logits = model(**batch).logits  # (B, T, V), aligned with labels (the model shifts its decoder input)
-        valid = labels != -100
-        loss_sum = torch.nn.functional.cross_entropy(logits[valid].float(), labels[valid], reduction="sum")
+        valid = labels != IGNORE_INDEX
         right = (logits.argmax(-1) == labels) | ~valid
         return {
-            "loss_sum": loss_sum.detach(),
-            "correct": (right & valid).sum(),
-            "items": valid.sum(),
+            **predicted_token_sums(logits[valid], labels[valid]),
             "exact": right.all(dim=1).sum(),
             "examples": torch.tensor(labels.shape[0]),
         }
 
-    @staticmethod
-    def eval_metrics(totals: dict) -> dict:
-        metrics = MaskedLMObjective.eval_metrics(totals)
+    def eval_metrics(self, totals: dict) -> dict:
+        metrics = super().eval_metrics(totals)
         metrics["exact_match"] = totals.get("exact", 0) / max(totals.get("examples", 0), 1)
         return metrics
 
     def step_flops(self, micro_batches: list[dict]) -> float:
-        """Encoder linears on source tokens, decoder linears and the vocabulary projection on target tokens,
-        self-attention at the batch's padded lengths (cross-attention to one vector is negligible)."""
-        config = self.model.config
-        encoder_params, decoder_params = encoder_decoder_linear_parameters(self)
-        flops = 0.0
-        for batch in micro_batches:
-            source = int(batch["attention_mask"].sum())
-            target = int((batch["labels"] != -100).sum())
-            source_len, target_len = batch["input_ids"].shape[1], batch["labels"].shape[1]
-            flops += 6 * encoder_params * source + 6 * decoder_params * target
-            flops += 12 * config.num_hidden_layers * source_len * config.hidden_size * source
-            flops += 12 * config.decoder_layers * target_len * config.hidden_size * target
-        return flops
+        return sum(
+            self.model.training_flops(
+                int(batch["attention_mask"].sum()), int(self.count_items(batch)),
+                batch["input_ids"].shape[1], batch["labels"].shape[1],
+            )
+            for batch in micro_batches
+        )
 
 
 # ----------------------------------------------------------------------------------------------- feature autoencoder
-class FeatureDenoisingObjective:
+class FeatureDenoisingObjective(Objective):
     """Float vectors (scikit-learn's digits, or your .npy / csv / parquet / jsonl files), each read as
     `features.feature_tokens` feature tokens, corrupted by `FeatureNoiseCollator` (Gaussian noise + masked values);
     `PretrainDAEForFeatureReconstruction` rebuilds the clean vector and its loss is the mean squared error.
@@ -578,7 +545,7 @@ class FeatureDenoisingObjective:
         from ..data.noising import FeatureNoiseCollator
         from ..models import PretrainDAEFeatureConfig
 
-        self.recipe = recipe
+        super().__init__(recipe, accelerator, run_dir, announce)
         section = recipe.features
         if "feature_size" in recipe.model.config:
             raise RecipeError(
@@ -608,14 +575,12 @@ class FeatureDenoisingObjective:
             f"{section.feature_tokens} feature tokens of {self.feature_size} values; noise: Gaussian std "
             f"{section.gaussian_std}, {section.mask_rate:.0%} of values masked"
         )
-        self.tokenizer = None
         self.train_dataset, self.eval_dataset = FeatureDataset(train), FeatureDataset(validation)
         self.train_mean = torch.from_numpy(train.astype("float64").mean(axis=0)).float()  # (D,), eval's baseline
         self.model = self.build_model(PretrainDAEFeatureConfig)
         noise = dict(gaussian_std=section.gaussian_std, mask_rate=section.mask_rate)
         self.train_collator = FeatureNoiseCollator(**noise, seed=recipe.train.seed)
-        # Eval noise never changes (another seed, epoch 0), so eval losses of different steps compare.
-        self.eval_collator = FeatureNoiseCollator(**noise, seed=recipe.train.seed + 7919)
+        self.eval_collator = FeatureNoiseCollator(**noise, seed=self.eval_seed)
 
     @staticmethod
     def load_vectors(recipe: Recipe):
@@ -674,16 +639,18 @@ class FeatureDenoisingObjective:
             )
         return model
 
-    def set_epoch(self, epoch: int) -> None:
-        self.train_collator.set_epoch(epoch)
-
-    @staticmethod
-    def count_items(batch: dict) -> torch.Tensor:
+    def count_items(self, batch: dict) -> torch.Tensor:
         """Values reconstructed (the MSE averages over these)."""
         return torch.tensor(batch["labels"].numel())
 
     def count_tokens(self, batch: dict) -> int:
         return batch["labels"].numel() // self.feature_size
+
+    def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        """The model's MSE is a mean over its own batch (it ignores `num_items_in_batch`); weighting it by this
+        micro-batch's share of the step's values turns it into their mean."""
+        loss = model(**batch).loss
+        return loss * (self.count_items(batch).to(loss.device) / items_in_step.to(loss.device))
 
     def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         clean = batch["labels"].float()  # (B, D)
@@ -697,8 +664,7 @@ class FeatureDenoisingObjective:
             "values": torch.tensor(clean.numel()),
         }
 
-    @staticmethod
-    def eval_metrics(totals: dict) -> dict:
+    def eval_metrics(self, totals: dict) -> dict:
         values = max(totals.get("values", 0), 1)
         mse = totals.get("squared_error", math.nan) / values
         baseline = totals.get("baseline_squared_error", math.nan) / values
@@ -719,34 +685,18 @@ class FeatureDenoisingObjective:
         )
 
     def step_flops(self, micro_batches: list[dict]) -> float:
-        """Encoder linears on the feature tokens plus the summary token, decoder linears on one query per feature
-        token, self-attention in both (cross-attention to one vector is negligible)."""
-        config = self.model.config
-        encoder_params, decoder_params = encoder_decoder_linear_parameters(self)
-        flops = 0.0
-        for batch in micro_batches:
-            rows, tokens = batch["labels"].shape[0], self.count_tokens(batch)
-            per_row = tokens // max(rows, 1)
-            source = tokens + rows
-            flops += 6 * encoder_params * source + 6 * decoder_params * tokens
-            flops += 12 * config.num_hidden_layers * (per_row + 1) * config.hidden_size * source
-            flops += 12 * config.decoder_layers * per_row * config.hidden_size * tokens
-        return flops
+        return sum(
+            self.model.training_flops(batch["labels"].shape[0], self.count_tokens(batch) // max(batch["labels"].shape[0], 1))
+            for batch in micro_batches
+        )
 
 
-def encoder_decoder_linear_parameters(objective) -> tuple[int, int]:
-    """(weights of the encoder's linear layers, weights of all other linear layers) of the objective's model: the
-    6 * N FLOPs per token of each half. Counted once per objective (the shapes never change during a run)."""
-    from .metrics import linear_parameters
-
-    if not hasattr(objective, "_linear_params"):
-        encoder_params = linear_parameters(objective.model.get_encoder())
-        objective._linear_params = (encoder_params, linear_parameters(objective.model) - encoder_params)
-    return objective._linear_params
+OBJECTIVES: dict[str, type[Objective]] = {
+    "mlm": MaskedLMObjective,
+    "dae": DenoisingObjective,
+    "dae-features": FeatureDenoisingObjective,
+}
 
 
-OBJECTIVES = {"mlm": MaskedLMObjective, "dae": DenoisingObjective, "dae-features": FeatureDenoisingObjective}
-
-
-def build_objective(recipe: Recipe, accelerator, run_dir: Path, announce=print):
+def build_objective(recipe: Recipe, accelerator, run_dir: Path, announce=print) -> Objective:
     return OBJECTIVES[recipe.objective](recipe, accelerator, run_dir, announce)

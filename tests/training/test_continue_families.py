@@ -23,7 +23,7 @@ from hf_pretrain.data.builtin import load_builtin_corpus
 from hf_pretrain.data.masking import MaskingCollator
 from hf_pretrain.data.packing import pack_dataset
 from hf_pretrain.data.tokenizer import train_tokenizer
-from hf_pretrain.training.objectives import packing_plan
+from hf_pretrain.training.objectives import MaskedPositionsHead, packing_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pretrain_cli import run_cli, step_losses  # noqa: E402
@@ -93,10 +93,21 @@ def test_step_zero_loss_equals_the_models_own_loss(family, texts, tmp_path):
     batch = collator([one_document_block(tokenizer, document)])
     items = (batch["labels"] != -100).sum()
     with torch.no_grad():
-        ours = model(**batch, num_items_in_batch=items).loss  # what the loop computes
-        stock = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-    assert abs(ours.item() - stock.item()) < 1e-5, (family, ours.item(), stock.item())
+        if family == "hf_pretrain":  # sparse prediction built in
+            ours = model(**batch, num_items_in_batch=items).loss  # what the loop computes
+        else:  # what MaskedLMObjective.loss computes: the family's head on the masked positions only
+            ours = MaskedPositionsHead(model).loss(model, batch, items)
+        stock = model(input_ids=batch["input_ids"], labels=batch["labels"])
+    assert abs(ours.item() - stock.loss.item()) < 1e-5, (family, ours.item(), stock.loss.item())
     assert per_document == (family == "hf_pretrain")
+    if family != "hf_pretrain":  # the same logits, in the order of the labels; other calls see the model unchanged
+        with torch.no_grad():
+            masked, targets = MaskedPositionsHead(model).logits_and_targets(model, batch)
+            dense = model(**batch).logits
+        selected = batch["labels"] != -100
+        assert masked.shape == (int(items), dense.shape[-1])
+        torch.testing.assert_close(masked, dense[selected], atol=1e-5, rtol=1e-5)
+        assert targets.tolist() == batch["labels"][selected].tolist()
 
 
 def test_given_per_document_positions_would_shift_roberta(texts, tmp_path):
@@ -166,7 +177,8 @@ def test_whole_word_masking_with_each_tokenizer_kind(kind, marker, texts):
 # ----------------------------------------------------------------------------------------------- domain words
 def test_added_domain_words_start_as_the_mean_of_their_pieces(texts, tmp_path):
     from hf_pretrain.recipe import TokenizerSection
-    from hf_pretrain.training.objectives import DOMAIN_WORDS_FILE, add_domain_words, init_domain_rows
+    from hf_pretrain.data.pipeline import DOMAIN_WORDS_FILE, add_domain_words
+    from hf_pretrain.training.objectives import init_domain_rows
 
     folder = make_checkpoint("roberta", texts, tmp_path / "start")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)

@@ -251,6 +251,15 @@ def test_quickstart_table_names_the_label_budget_and_the_gain():
     assert "74.0%" in table and "65.2%" in table and "+8.8 points" in table
 
 
+def free_port() -> int:
+    """A port no other process listens on (a fixed one collides with another test run on the same machine)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
 @pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streaming"])
 def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tiny_recipe_fixed_tokenizer, streaming):
@@ -262,7 +271,7 @@ def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tin
             "train.batch_size=8", streaming_setting)
     two = tmp_path / "two"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "hf_pretrain", "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={two}", "train.max_steps=6",
          "train.batch_size=4", streaming_setting],
         env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,

@@ -1,4 +1,4 @@
-"""Objective data plumbing: a streamed corpus read by several DataLoader workers."""
+"""data/pipeline.py: a streamed corpus read by several DataLoader workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from hf_pretrain.data.builtin import load_builtin_corpus
 from hf_pretrain.data.tokenizer import train_tokenizer
-from hf_pretrain.training.objectives import StreamedBlocks
+from hf_pretrain.data.pipeline import StreamedBlocks
 
 BLOCK = 32
 
