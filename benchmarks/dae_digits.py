@@ -23,6 +23,7 @@ What it does, per seed
     (a reference, not a rival: digits are easy for a linear model on pixels).
   * Prints the test accuracy of each, mean +- std over seeds, and the recipe's own eval (reconstruction MSE of
     noisy and of clean test images, before and after training).
+Results: benchmarks/RESULTS.md#dae-digits.
 """
 
 from __future__ import annotations
