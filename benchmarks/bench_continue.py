@@ -25,8 +25,9 @@ run_mlm.py path (Trainer + DataCollatorForLanguageModeling + group_texts).
 5. Fine-tuning: every model (base, ours, run_mlm) through hf_pretrain.finetune with the finetune-classification
    recipe (lr 3e-4, warm start), --labeled-examples (256) training examples, 10 epochs, best epoch by validation
    macro-F1, identical settings. Early stopping is off: this post-LN RoBERTa stays at chance for its first epochs
-   and patience 2 stopped it there (measured once on a starting checkpoint: 11.8% with it, 37.5% without).
+   and patience 2 stopped it there (benchmarks/RESULTS.md#unrecorded).
 The two continued runs are sequential: the table prints each one's CPU share (other work on the cores shows).
+Results: benchmarks/RESULTS.md#continue.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from hf_pretrain.data.masking import MaskingCollator  # noqa: E402
 from hf_pretrain.data.packing import pack_dataset  # noqa: E402
 from hf_pretrain.data.tokenizer import train_tokenizer  # noqa: E402
 from hf_pretrain.recipe import load_recipe  # noqa: E402
+from hf_pretrain.training.metrics import read_metrics  # noqa: E402
 from hf_pretrain.training.schedules import lr_multiplier  # noqa: E402
 
 BLOCK = 128
@@ -257,7 +259,7 @@ def run_ours(args, work: Path, base_dir: str, files: dict) -> dict:
         print(log.read_text()[-4000:])
         raise SystemExit(f"hf-pretrain exited with {process.returncode}; log: {log}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir)
     step_rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     packing = [line for line in log.read_text().splitlines() if "packing" in line]
     # CPU share of the subprocess between its first and last logged training steps (polled every 0.5 s).

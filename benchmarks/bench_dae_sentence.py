@@ -26,6 +26,7 @@ Contenders (each training gets --minutes of training wall clock):
 Every contender's MAP is also shown after subtracting its own mean training-document vector ("centred"), the
 post-processing (a) has built in, so the comparison does not hinge on it.
 Throughput: encoder input tokens (non-padding tokens of the corrupted text) per second of training, for (a) and (b).
+Results: benchmarks/RESULTS.md#dae-sentence.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_data.py [--repeat-corpus 4] [--stream-gb 2]
 
 Nothing here is a test: numbers depend on the machine.
+Results: benchmarks/RESULTS.md#data-path.
 """
 
 from __future__ import annotations

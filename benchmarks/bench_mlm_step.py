@@ -34,6 +34,7 @@ What it does
     (SDPA on CPU computes the masked-out scores anyway), i.e. its executed FLOPs.
   * Targets (from the issue): ours >= 1.4 x BERT tokens/s; ours >= ModernBERT tokens/s; ours useful FLOP/s
     >= 85% of the measured fp32 matmul peak. Printed as PASS/MISS, exactly as measured.
+Results: benchmarks/RESULTS.md#mlm-step.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Pretraining at equal wall-clock: hf_pretrain's mlm-tiny recipe vs the run_mlm.py pipeline (BERT) vs ModernBERT.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_pretrain.py                 # 3 min per model + fine-tuning, ~25 min
+    HF_HUB_OFFLINE=1 python benchmarks/bench_pretrain.py                 # 3 min per model + fine-tuning, ~16 min
     python benchmarks/bench_pretrain.py --minutes 5 --no-finetune --json out.json
-    python benchmarks/bench_pretrain.py --quick                          # smoke run: tiny budgets (~3 min)
+    python benchmarks/bench_pretrain.py --quick                          # smoke run: 15 s pretraining budgets
 
 What it does
   1. ours: `Pretraining(load_recipe("mlm-tiny", ["train.max_minutes=M", ...])).run()` — the recipe as shipped
-     (byte-level BPE 8192 trained on the training split, packed blocks of 128, 30% masking, lr 2e-3 wsd, batch 32,
-     its in-loop eval/checkpoint every 100 steps counted inside the budget).
+     (byte-level BPE 8192 trained on the training split, packed blocks of 128, spectral token embeddings, an
+     untied MLM output matrix, 30% masking, peak lr 5e-4 with warmup-stable-decay, batch 32, its in-loop
+     eval/checkpoint every 100 steps counted inside the budget).
   2. BERT, the run_mlm.py path: `BertForMaskedLM` (hidden 256, 4 layers, 4 heads, intermediate 1024, max position
      128, BERT's default dropout 0.1), `DataCollatorForLanguageModeling` (mlm_probability 0.15, its default),
      `transformers.Trainer` with run_mlm's defaults (lr 5e-5, linear decay, no warmup, weight decay 0, AdamW
@@ -19,6 +20,8 @@ What it does
      with mlm_probability 0.3, Trainer, peak lr 8e-4 (ModernBERT paper, base), AdamW 0.9/0.98/1e-6, weight
      decay 0.01 and the same warmup-stable-decay shape as ours (5% warmup, decay over the final 30%): the best
      recipe a user can assemble from transformers today, same data blocks as BERT.
+     Parameters: ours 7.5M (5.4M plus its untied 2.1M MLM output matrix), BERT 5.4M, ModernBERT's GeGLU width
+     matched to ours' total.
   Budget: every model trains for the same wall-clock minutes, measured from the first training step (setup,
   tokenizer training and tokenization are outside it for everyone). The Trainer runs stop from a callback
   (control.should_training_stop) when the time is up; their lr schedule is stretched over the number of steps
@@ -33,13 +36,14 @@ What it does
      An extra row evaluates ours WITHOUT position_ids (a plain block like the peers see), to separate the
      document-aware attention from the rest.
   5. --finetune (default on): the built-in 8-class task (load_builtin_task) with --labeled-examples training
-     examples (default 256, the quickstart's budget: 20 epochs, early stopping; 0: all of them), fine-tuned with
-     hf_pretrain.finetune and ONE set of settings for every model — pretrained (the folder each run produced,
-     with our tokenizer) and the same architecture from random weights (compare_scratch). Settings: the shipped
-     finetune-classification recipe (lr 3e-4, 10% warmup + linear decay, batch 32, max length 128, --finetune-epochs
-     (2 by default instead of the recipe's 5, to keep the run near 20 min on 2 cores),
-     10% of train held out for validation, best epoch by validation macro-F1, early stopping patience 2, seed 42).
-     All three models have ~5M parameters, so one lr fits all. Each family keeps its own default dropout.
+     examples (default 256, the quickstart's budget: up to 20 epochs with early stopping; 0: all of them for
+     --finetune-epochs, 2 by default instead of the recipe's 5), fine-tuned with hf_pretrain.finetune and ONE set
+     of settings for every model — pretrained (the folder each run produced, with our tokenizer) and the same
+     architecture from random weights (compare_scratch). Settings: the shipped finetune-classification recipe
+     (lr 3e-4, its warm start, 10% warmup + linear decay, batch 32, max length 128, 10% of train held out for
+     validation, best epoch by validation macro-F1, early stopping patience 2, seed 42). The models are of one
+     size class (5-8M parameters), so one lr fits all. Each family keeps its own default dropout.
+  Results: benchmarks/RESULTS.md#pretrain-equal-wall-clock.
 Noise: the three budgets run one after another in this process (a wall-clock budget cannot alternate), so a
 change in machine load between runs biases the comparison. The script prints the load average and the CPU share
 this process got during each run (1.0 = all its threads busy; well below 1 = other processes competed).
@@ -87,6 +91,7 @@ from hf_pretrain.data.packing import pack_dataset  # noqa: E402
 from hf_pretrain.data.sources import load_text_sources  # noqa: E402
 from hf_pretrain.recipe import load_recipe  # noqa: E402
 from hf_pretrain.training.loop import Pretraining  # noqa: E402
+from hf_pretrain.training.metrics import read_metrics  # noqa: E402
 
 BLOCK = 128
 BATCH = 32
@@ -108,12 +113,14 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="+", default=["ours", "bert", "modernbert"], choices=list(LABELS))
     parser.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--finetune-epochs", type=float, default=2.0,
-                        help="fine-tuning epochs for every run (2 keeps the default run near 20-25 min on 2 cores)")
+                        help="fine-tuning epochs with --labeled-examples 0 (with a labeled subset: up to 20, "
+                             "early stopping)")
     parser.add_argument("--finetune-lr", type=float, default=3e-4)
     parser.add_argument("--labeled-examples", type=int, default=256,
                         help="labeled training examples for fine-tuning (default 256 = the quickstart's 32 per "
                              "class, with 20 epochs and early stopping; 0: all 1,168 with --finetune-epochs)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 0.25 min budgets, 1 fine-tuning epoch")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 0.25 min budgets (and 1 fine-tuning epoch with --labeled-examples 0)")
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "bench-pretrain"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -166,7 +173,7 @@ def run_ours(args, work: Path) -> dict:
     meter = CpuMeter()
     summary = pretraining.run()
     cpu = meter.stop()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     step_rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     seconds = summary["minutes"] * 60
     return {

@@ -22,9 +22,9 @@ Public API
 The task: the TASK_NUM_CLASSES largest *packages* (directories such as `email`, `asyncio`) by number of
 documents, each capped at the size of the smallest chosen class so classes are exactly balanced; 20% of each
 class goes to the test split, chosen by a hash of the text (stable, independent of order). Docstrings often do
-not name their package, and related packages share vocabulary (e.g. `asyncio` and `multiprocessing`), so a
-bag-of-words baseline reaches roughly 85% on Python 3.11: learnable, not trivial, with room for pretraining to
-matter. The chosen packages depend on the Python version (e.g. `distutils` is gone in 3.12), which is why the
+not name their package, and related packages share vocabulary (e.g. `asyncio` and `multiprocessing`), so the task
+is learnable but not trivial for a bag-of-words baseline, with room for pretraining to matter
+(benchmarks/RESULTS.md#unrecorded: TF-IDF + logistic regression). The chosen packages depend on the Python version (e.g. `distutils` is gone in 3.12), which is why the
 class names travel with the dataset's `ClassLabel`.
 """
 

@@ -1,17 +1,15 @@
 """Spectral token embeddings: a few seconds of linear algebra on the corpus before gradient pretraining starts.
 
 Why: with a few CPU-minutes of budget, a masked LM sees about a million tokens and its token embeddings end
-up close to where they started (measured on the built-in corpus: a linear probe on mean-pooled embeddings of
-the 3-minute mlm-tiny encoder classifies the built-in task no better than a random encoder's, 62% vs 63%).
+up close to where they started: mean-pooled, they classify the built-in task no better than a random encoder's.
 Which words occur in the same documents is what separates a domain's topics, and that statistic can be read
 off the corpus in closed form: latent semantic analysis (Deerwester et al. 1990) factorises the TF-IDF
 document-token matrix with a truncated SVD, and the token loadings become the initial embedding rows. Word
 embeddings learned by prediction are themselves implicit factorisations of such co-occurrence matrices (Levy
 and Goldberg 2014, "Neural Word Embedding as Implicit Matrix Factorization"), so this starts the encoder where
-gradient training would go slowly, and the masked LM trains on top. Measured on the built-in task: the same
-probe on a random encoder whose embeddings are initialised this way scores 89% (all labels) instead of 63%;
-fine-tuned with 256 labels after 3 min of mlm-tiny, 74% vs 67% from scratch (at that budget the MLM steps keep
-the gain rather than add to it: spectral embeddings without any MLM gave 76%; recipes/mlm-tiny.yaml).
+gradient training would go slowly, and the masked LM trains on top. With them, 3 minutes of mlm-tiny fine-tune
+better than the same architecture from scratch (benchmarks/RESULTS.md#quickstart); at that budget the MLM steps
+keep the gain rather than add to it (benchmarks/RESULTS.md#unrecorded).
 
 Nothing here is learned by gradient; the factorisation is a randomized low-rank SVD (Halko et al. 2011) of
 a sparse matrix, so it scales to corpora whose dense matrix would not fit in memory. The result is a pure
@@ -102,10 +100,10 @@ def spectral_token_embeddings(segments: Iterable[np.ndarray], vocab_size: int, d
 
     eigenvalue_power 1 is classic LSA (token coordinates scaled by the singular values, so the leading topics
     weigh most); 0.5 splits them evenly between documents and tokens, 0 whitens (Levy, Goldberg and Dagan 2015
-    prefer 0 or 0.5 for word similarity). For classifying documents of the built-in task with a linear probe on
-    mean-pooled embeddings the three measured 88.9%, 87.8%, 87.8% (all labels) and 73.1%, 71.8%, 69.0% (16 per
-    class): 1 is the default. Rows of tokens that never occur are zero. When the corpus has fewer documents or
-    token types than `dim`, the trailing columns are zero."""
+    prefer 0 or 0.5 for word similarity). 1 is the default: for classifying the built-in task's documents with a
+    linear probe on mean-pooled embeddings it did best of the three (benchmarks/RESULTS.md#unrecorded). Rows of
+    tokens that never occur are zero. When the corpus has fewer documents or token types than `dim`, the trailing
+    columns are zero."""
     matrix, document_frequency = tfidf_matrix(segments, vocab_size, ignore_ids)
     seen = document_frequency > 0
     rank = min(dim, *matrix.shape)
@@ -118,8 +116,8 @@ def spectral_token_embeddings(segments: Iterable[np.ndarray], vocab_size: int, d
 
 def randomized_svd(matrix: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rank-`rank` SVD (U, S, V) of a sparse matrix by randomized subspace iteration (Halko, Martinsson and Tropp
-    2011, algorithms 4.4 + 5.1). Written out instead of calling torch.svd_lowrank (~15 s here for 6k x 8k, most of it
-    in the final dense SVD): both orientations of the matrix are kept in CSR form, so each product is one
+    2011, algorithms 4.4 + 5.1). Written out instead of calling torch.svd_lowrank, which spends most of its time in
+    the final dense SVD (benchmarks/RESULTS.md#unrecorded): both orientations of the matrix are kept in CSR form, so each product is one
     sparse-dense matmul, and the final small SVD goes through a Gram matrix. Seeded: same inputs, same vectors."""
     rows, columns = matrix.shape
     width = min(rank + SVD_OVERSAMPLING, rows, columns)
@@ -134,8 +132,8 @@ def randomized_svd(matrix: torch.Tensor, rank: int, seed: int) -> tuple[torch.Te
         basis = torch.linalg.qr(forward @ torch.linalg.qr(backward @ basis).Q).Q
     small = (backward @ basis).t().double()  # (width, columns) = basis^T A
     # SVD of the wide small matrix through the eigendecomposition of its (width, width) Gram matrix: LAPACK's
-    # gesdd on the (266, 8192) matrix itself took 8 s here, eigh on the Gram matrix takes milliseconds (float64
-    # keeps the squared spectrum accurate).
+    # gesdd on the wide matrix itself is slow, eigh on the small Gram matrix is not (benchmarks/RESULTS.md#unrecorded;
+    # float64 keeps the squared spectrum accurate).
     eigenvalues, left = torch.linalg.eigh(small @ small.t())  # ascending
     order = eigenvalues.flip(0).clamp_min(0)[:rank]
     left = left.flip(1)[:, :rank]

@@ -205,8 +205,7 @@ class PretrainDAEFeatureConfig(PretrainDAEConfig):
         feature_size (`int`, defaults to 8): values per feature token. `max_position_embeddings` bounds the number of
             feature tokens (the decoder has one learned query per output position).
         embedding_norm (`bool`, defaults to False here): normalizing each embedded feature token would throw away its
-            magnitude, which the reconstruction needs (measured: with the norm, a rank-4 toy set plateaus at 3x the
-            error); the pre-norm blocks still normalize inside every branch.
+            magnitude, which the reconstruction needs; the pre-norm blocks still normalize inside every branch.
     """
 
     model_type = "hf_pretrain_dae_features"
