@@ -155,7 +155,6 @@ class TrainSection:
     eval_batches: int = ranged(20, low=1)
     save_every: int = ranged(500, low=1)
     keep_last: int = ranged(2, low=1)
-    log_every: int = ranged(10, low=1)
     max_bad_steps: int = ranged(5, low=1)  # consecutive non-finite steps before the run stops
     peak_tflops: float | None = ranged(None, low=0.0, low_open=True)  # for MFU; measured/documented if unset
 
@@ -264,8 +263,9 @@ def recipe_from_dict(data: dict) -> Recipe:
 # another value would silently be a mix of two recipes. A changed budget refits the lr schedule from there on.
 SAFE_TO_CHANGE_ON_RESUME = frozenset({
     "train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every", "train.eval_batches",
-    "train.save_every", "train.keep_last", "train.log_every", "train.max_bad_steps", "train.peak_tflops",
+    "train.save_every", "train.keep_last", "train.max_bad_steps", "train.peak_tflops",
     "output.dir", "output.log_with", "output.progress_bar",
+    "train.log_every",  # no longer a key (it was never read); runs saved before still carry it
 })
 
 
@@ -445,6 +445,10 @@ def changed_keys(section, prefix: str) -> list[str]:
             if getattr(section, f.name) != getattr(default, f.name)]
 
 
+# The text objectives that read each corruption section (the masked LM masks, the denoising autoencoder adds noise).
+CORRUPTION_SECTION_READERS = {"masking": ("mlm",), "noise": ("dae",)}
+
+
 def check_sections_fit_objective(recipe: Recipe) -> None:
     """A section the objective does not read must stay at its defaults: a setting that would be silently ignored
     is an error naming it."""
@@ -456,6 +460,13 @@ def check_sections_fit_objective(recipe: Recipe) -> None:
                 f"{', '.join(changed)}: the features section is for objective 'dae-features' (float vectors); this "
                 f"recipe's objective is {recipe.objective!r}. Remove it, or set objective=dae-features."
             )
+        for section, readers in CORRUPTION_SECTION_READERS.items():
+            changed = changed_keys(getattr(recipe, section), section)
+            if changed and recipe.objective not in readers:
+                raise RecipeError(
+                    f"{', '.join(changed)}: the {section} section is read by objective {' or '.join(readers)} only; "
+                    f"objective {recipe.objective!r} would ignore it. Remove it, or set objective={readers[0]}."
+                )
         return
     text_sections = ("tokenizer", "data", "masking", "noise")
     changed = [key for name in text_sections for key in changed_keys(getattr(recipe, name), name)]

@@ -88,3 +88,15 @@ def test_unknown_recipe_name_suggests_a_shipped_one():
 def test_malformed_override_is_rejected():
     with pytest.raises(RecipeError, match="key=value"):
         load_recipe("mlm-tiny", ["train.lr"])
+
+
+@pytest.mark.parametrize("name, override, message", [
+    ("mlm-tiny", "noise.word_delete_rate=0.3", "the noise section is read by objective dae only"),
+    ("dae-sentence", "masking.mlm_probability=0.3", "the masking section is read by objective mlm only"),
+    ("dae-features", "masking.span=true", "objective 'dae-features' reads float vectors"),
+])
+def test_a_section_the_objective_would_ignore_is_an_error_naming_the_key(name, override, message):
+    with pytest.raises(RecipeError, match=message) as error:
+        load_recipe(name, [override])
+    assert override.split("=")[0] in str(error.value)
+

@@ -484,7 +484,8 @@ class DenoisingObjective(TextObjective):
     def finish_training(self, model) -> None:
         """sentence_pooling="weighted_mean": the model's `pooled_center` becomes the mean sentence vector of (up to
         CENTER_DOCUMENTS) clean training documents (see `PretrainDAEModel.fit_pooled_center`; it raised retrieval
-        MAP here: benchmarks/RESULTS.md). Every process computes the same vector from the same documents."""
+        MAP here: benchmarks/RESULTS.md#dae-sentence). Every process computes the same vector from the same
+        documents."""
         base = model.base_model  # the PretrainDAEModel inside PretrainDAEForDenoising
         if base.config.sentence_pooling != "weighted_mean":
             return
