@@ -126,7 +126,7 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
     every k-th block under its own global key."""
 
     def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
-        from ..data.packing import pack_stream
+        from ..data.streaming import pack_stream
 
         super().__init__()
         self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
@@ -147,7 +147,7 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
 
 def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:
     """The first `count` packed blocks of a stream, in memory (a fixed validation set)."""
-    from ..data.packing import pack_stream
+    from ..data.streaming import pack_stream
 
     return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
 
@@ -311,8 +311,8 @@ class MaskedLMObjective:
     def training_documents(self, train_texts):
         """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed
         again from its start by the same packer (the consumer stops after embedding_init_max_documents)."""
-        from ..data.packing import pack_stream
         from ..data.spectral import segments_of_packed_rows
+        from ..data.streaming import pack_stream
 
         if self.streaming:
             blocks = pack_stream(train_texts, self.tokenizer, self.recipe.data.block_size)
@@ -426,9 +426,10 @@ class DenoisingObjective:
     name = "dae"
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
-        from ..data.noising import DenoisingCollator, NoiseSettings
-        from ..data.packing import LengthBucketBatchSampler, prepare_documents
+        from ..data.documents import LengthBucketBatchSampler, prepare_documents
+        from ..data.noising import DenoisingCollator
         from ..models import PretrainDAEConfig
+        from ..recipe import NoiseSection as NoiseSettings  # the one noise dataclass (issue 14)
 
         self.recipe = recipe
         if recipe.model.init_from is None:
