@@ -254,7 +254,7 @@ def pack_dataset(
     if not isinstance(dataset, datasets.Dataset):
         raise ValueError(
             f"dataset is a {type(dataset).__name__}; pack_dataset takes a datasets.Dataset "
-            "(use pack_stream for an IterableDataset or any iterable of texts)."
+            "(use streaming.pack_stream for an IterableDataset or any iterable of texts)."
         )
     encoder = DocumentEncoder(tokenizer, text_column, with_word_starts)
     folder = Path(cache_dir or default_cache_dir()) / "packed" / pack_cache_key(dataset, encoder, block_size)
