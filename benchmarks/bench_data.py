@@ -6,7 +6,7 @@
 2. Collator throughput: `masking.MaskingCollator` vs transformers' `DataCollatorForLanguageModeling` on
    identical batches of packed rows.
 3. `--stream-gb N`: writes an N GB text file to a temporary folder and streams it through
-   `sources.load_text_sources(streaming=True)` + `packing.pack_stream`, printing throughput and peak RSS
+   `sources.load_text_sources(streaming=True)` + `streaming.pack_stream`, printing throughput and peak RSS
    (resource.getrusage) before and after, to show memory stays bounded whatever the file size.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_data.py [--repeat-corpus 4] [--stream-gb 2]
@@ -36,7 +36,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from hf_pretrain.data import builtin, masking, packing, sources, tokenizer
+from hf_pretrain.data import builtin, masking, packing, sources, streaming, tokenizer
 
 datasets.disable_progress_bars()
 
@@ -131,7 +131,7 @@ def bench_streaming(gigabytes: float, tok, block_size: int, corpus_texts: list[s
         print(f"streaming: wrote {size / 1e9:.2f} GB in {time.perf_counter() - started:.0f}s to {path}")
         rss_before = peak_rss_mb()
         loaded = sources.load_text_sources(str(path), streaming=True)
-        stream = packing.pack_stream(loaded.train, tok, block_size)
+        stream = streaming.pack_stream(loaded.train, tok, block_size)
         started = time.perf_counter()
         blocks = 0
         for _ in stream:

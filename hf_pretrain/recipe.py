@@ -93,8 +93,10 @@ class MaskingSection:
 
 @dataclass
 class NoiseSection:
-    """Denoising-autoencoder noise (objective: dae); rates as in `hf_pretrain.data.noising.NoiseSettings`.
-    TSDAE: word_delete_rate 0.6. BART: infill_rate 0.3, poisson_lambda 3, permute_sentences 1.0."""
+    """Denoising-autoencoder noise (objective: dae): the one noise dataclass, read by the recipe and handed as it
+    is to `hf_pretrain.data.noising.DenoisingCollator` (which documents each rate). The defaults are TSDAE's
+    (word_delete_rate 0.6), what objective dae trains when a recipe names no noise; `noising.BART_NOISE` and
+    recipes/dae-bart.yaml turn word deletion off: infill_rate 0.3, poisson_lambda 3, permute_sentences 1.0."""
 
     mask_rate: float = ranged(0.0, low=0.0, high=1.0)
     delete_rate: float = ranged(0.0, low=0.0, high=0.99)
@@ -106,6 +108,13 @@ class NoiseSection:
     insert_rate: float = ranged(0.0, low=0.0, high=1.0)
     # Decoder-side word dropout during training (keeps a pooled bottleneck from being ignored; see noising.py).
     decoder_mask_rate: float = ranged(0.0, low=0.0, high=0.99)
+
+    def __post_init__(self):
+        # Built in Python (tests, notebooks, the BART/TSDAE presets) it gets the checks a recipe gets.
+        hints = typing.get_type_hints(NoiseSection)
+        for spec in dataclasses.fields(self):
+            checked = check_value(f"noise.{spec.name}", getattr(self, spec.name), hints[spec.name], spec.metadata)
+            setattr(self, spec.name, checked)
 
 
 @dataclass

@@ -20,7 +20,6 @@ Errors are `FeatureDataError` (a ValueError) naming the file, the column or the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch

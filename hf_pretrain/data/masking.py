@@ -6,7 +6,7 @@ masking needs offset mappings and always uses [MASK], and it has no span masking
 contract (probability, 0.8/0.1/0.1 split, no special or pad token selected, pad_to_multiple_of) and adds:
 
 - Noise that is a pure function of (seed, epoch, example_index, position): every random number comes from a
-  counter-based hash (SplitMix64) of those integers, vectorized over the batch. The same example gets the same
+  counter-based hash of those integers (randomness.py), vectorized over the batch. The same example gets the same
   mask in any worker, any batch composition, and after a resume; `set_epoch` changes it between epochs.
 - Whole-word masking from the `word_starts` flags computed at tokenization time (from the fast tokenizer's word
   ids, so it works for WordPiece, byte-level BPE and Unigram). A word is selected with mlm_probability, so the
@@ -24,8 +24,8 @@ Public API
                  pad_to_multiple_of=None)`
     `collator(rows) -> {"input_ids", "labels", ["position_ids"], ["attention_mask"]}` (torch.long, (B, L));
     rows are dicts with `input_ids` and `example_index`, optionally `position_ids` and `word_starts`
-    (`packing.pack_dataset` / `prepare_documents` make them). `attention_mask` appears only when padding was
-    added. `collator.set_epoch(epoch)`.
+    (`packing.pack_dataset` / `documents.prepare_documents` make them). `attention_mask` appears only when
+    padding was added. `collator.set_epoch(epoch)`.
 """
 
 from __future__ import annotations
@@ -35,41 +35,11 @@ import math
 import numpy as np
 import torch
 
-from .packing import pad_features
-
-IGNORE_INDEX = -100
+from .collation import IGNORE_INDEX, pad_features
+from .randomness import example_keys, uniforms
 
 # Independent random streams, one per decision, so changing one rule never shifts the numbers of another.
 STREAM_SELECT, STREAM_REPLACE, STREAM_RANDOM_TOKEN, STREAM_SPAN_START, STREAM_SPAN_LENGTH = range(5)
-NUM_STREAMS = 8
-
-_U64 = np.uint64
-_GOLDEN_GAMMA = _U64(0x9E3779B97F4A7C15)
-_MIX_1 = _U64(0xBF58476D1CE4E5B9)
-_MIX_2 = _U64(0x94D049BB133111EB)
-
-
-def splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer: a bijective 64-bit mix whose outputs pass statistical tests even for counters
-    0, 1, 2, ...; numpy uint64 arithmetic wraps modulo 2**64 as the algorithm expects."""
-    z = np.asarray(values, dtype=_U64) + _GOLDEN_GAMMA
-    z = (z ^ (z >> _U64(30))) * _MIX_1
-    z = (z ^ (z >> _U64(27))) * _MIX_2
-    return z ^ (z >> _U64(31))
-
-
-def example_keys(seed: int, epoch: int, example_indices: np.ndarray) -> np.ndarray:
-    """One 64-bit key per example: a hash of (seed, epoch, example index)."""
-    base = splitmix64(splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], _U64)) ^ np.array([epoch], _U64).astype(_U64))
-    return splitmix64(base ^ np.asarray(example_indices, dtype=np.int64).astype(_U64))
-
-
-def uniforms(keys: np.ndarray, stream: int, length: int, first_position: int = 0) -> np.ndarray:
-    """(B, length) floats in [0, 1), a pure function of (key, stream, position)."""
-    positions = np.arange(first_position, first_position + length, dtype=np.int64)
-    counters = splitmix64((positions * NUM_STREAMS + stream).astype(_U64))
-    bits = splitmix64(keys[:, None] ^ counters[None, :])
-    return (bits >> _U64(11)).astype(np.float64) * 2.0**-53
 
 
 def span_start_probability(target: float, geometric_p: float, max_length: int) -> float:
@@ -160,7 +130,7 @@ class MaskingCollator:
         if rows and "example_index" not in rows[0]:
             raise ValueError(
                 f"rows have keys {sorted(rows[0])} but no 'example_index'; the mask is a function of it. "
-                "Use packing.pack_dataset / prepare_documents, or add an integer example_index column."
+                "Use packing.pack_dataset / documents.prepare_documents, or add an integer example_index column."
             )
         needs_words = self.whole_word
         if needs_words and "word_starts" not in rows[0]:

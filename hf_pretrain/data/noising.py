@@ -1,11 +1,12 @@
 """Noise for the denoising autoencoder: corrupt the input, keep the clean text as the labels.
 
 The noise of an example is a pure function of (seed, epoch, example index): every example gets its own random
-generator, seeded from those three numbers. The same example therefore gets the same corruption whatever batch it
-lands in, in whatever order, in whichever DataLoader worker, and after a resume — and a new epoch (`set_epoch`)
-gives it new noise.
+generator, seeded from those three numbers (randomness.py). The same example therefore gets the same corruption
+whatever batch it lands in, in whatever order, in whichever DataLoader worker, and after a resume — and a new
+epoch (`set_epoch`) gives it new noise.
 
-Operations (each with its own rate; all off by default; they compose, and run in this order):
+Operations (each with its own rate; they compose, and run in this order). The rates live in the recipe's
+`NoiseSection` (hf_pretrain/recipe.py), the one noise dataclass; its defaults are TSDAE's (word deletion 0.6):
 
 ====================  ====================================================================================
 `permute_sentences`   fraction of the sentences (split after `sentence_end_ids`) shuffled among themselves
@@ -44,90 +45,41 @@ the bottleneck the only source for those tokens. Off in BART_NOISE and TSDAE_NOI
 
 Public API
 ----------
-`NoiseSettings(mask_rate=0, delete_rate=0, word_delete_rate=0, infill_rate=0, poisson_lambda=3.0,
-               permute_sentences=0, rotate_rate=0, insert_rate=0)`; `BART_NOISE`, `TSDAE_NOISE`.
-`DenoisingCollator(mask_token_id, pad_token_id, vocab_size, special_token_ids, noise=NoiseSettings(), seed=0,
+`BART_NOISE`, `TSDAE_NOISE`: the published settings as `hf_pretrain.recipe.NoiseSection`s.
+`DenoisingCollator(mask_token_id, pad_token_id, vocab_size, special_token_ids, noise, seed=0,
                    sentence_end_ids=(), pad_to_multiple_of=None)` and `DenoisingCollator.from_tokenizer(tokenizer,
                    noise, seed=0, sentence_end_tokens=(".", "!", "?"))`; `.set_epoch(epoch)`;
-    `collator(examples)` with examples {"input_ids": [int], "example_index": int, optional "word_start": [0/1]}
-    -> {"input_ids", "attention_mask"} (corrupted, right-padded with pad_token_id) and "labels" (the clean ids,
-    padded with -100), all (B, L) int64 tensors.
+    `collator(examples)` with examples {"input_ids": [int], "example_index": int, optional "word_starts": [0/1]
+    (or "word_start")} -> {"input_ids", "attention_mask"} (corrupted, right-padded with pad_token_id) and
+    "labels" (the clean ids, padded with collation.IGNORE_INDEX), all (B, L) int64 tensors.
 `sentence_end_token_ids(tokenizer, ends=(".", "!", "?"))`: the ids of sentence-final punctuation.
-`word_start_flags(word_ids)`: per-token word-start flags from a fast tokenizer's `encoding.word_ids()`.
 `tokenize_for_denoising(tokenizer, texts, start_index=0, max_length=None)`: examples with the three keys.
 `FeatureNoiseCollator(gaussian_std=0, mask_rate=0, mask_value=0, seed=0)`: the same for float features,
     examples {"input_features": [float] or array, "example_index": int} -> {"input_features", "labels"}.
-`example_rng(seed, epoch, index)`, `sample_span_lengths(rng, budget, poisson_lambda)`: the building blocks.
+`sample_span_lengths(rng, budget, poisson_lambda)`: a building block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
-
-
-# --------------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class NoiseSettings:
-    """Rates of each noise operation (see the module docstring). All zero: the input is the clean text."""
-
-    mask_rate: float = 0.0
-    delete_rate: float = 0.0
-    word_delete_rate: float = 0.0
-    infill_rate: float = 0.0
-    poisson_lambda: float = 3.0
-    permute_sentences: float = 0.0
-    rotate_rate: float = 0.0
-    insert_rate: float = 0.0
-    decoder_mask_rate: float = 0.0
-
-    def __post_init__(self):
-        for field, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{field}={value!r} is not allowed; it must be a number.")
-        for field in (
-            "mask_rate",
-            "delete_rate",
-            "word_delete_rate",
-            "infill_rate",
-            "permute_sentences",
-            "rotate_rate",
-            "decoder_mask_rate",
-        ):
-            value = getattr(self, field)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{field}={value!r} is not allowed; it must be a probability in [0, 1].")
-        # Deleting every word/token would leave nothing to encode; the guard keeps one, but 1.0 is a mistake.
-        for field in ("delete_rate", "word_delete_rate", "infill_rate"):
-            if getattr(self, field) >= 1.0:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not allowed; it must be below 1.")
-        if not 0.0 <= self.insert_rate <= 1.0:
-            raise ValueError(f"insert_rate={self.insert_rate!r} is not allowed; it must be in [0, 1].")
-        if not self.poisson_lambda > 0:
-            raise ValueError(f"poisson_lambda={self.poisson_lambda!r} is not allowed; it must be > 0.")
-
+from ..recipe import NoiseSection
+from .collation import IGNORE_INDEX, attention_mask, pad_rows, padded_width
+from .encoding import word_start_flags
+from .randomness import check_coordinates, example_generator
 
 # BART (Lewis et al. 2019): text infilling of 30% of the tokens with Poisson(3) spans + permute every sentence.
-BART_NOISE = NoiseSettings(infill_rate=0.3, poisson_lambda=3.0, permute_sentences=1.0)
+BART_NOISE = NoiseSection(word_delete_rate=0.0, infill_rate=0.3, poisson_lambda=3.0, permute_sentences=1.0)
 # TSDAE (Wang et al. 2021): delete 60% of the words.
-TSDAE_NOISE = NoiseSettings(word_delete_rate=0.6)
+TSDAE_NOISE = NoiseSection(word_delete_rate=0.6)
 
-
-# --------------------------------------------------------------------------------------------------- randomness
-def example_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of one example's noise: numpy's SeedSequence hashes the numbers into a well-mixed state, so
-    neighbouring indices or epochs give unrelated streams. `stream` > 0 names a separate stream for the same
-    example (the decoder-input masking uses stream 1, so the input noise does not depend on it)."""
-    for name, value in (("seed", seed), ("epoch", epoch), ("example_index", index)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name}={value!r} is not allowed; it must be a non-negative integer.")
-    entropy = [int(seed), int(epoch), int(index)] + ([int(stream)] if stream else [])
-    return np.random.default_rng(entropy)
+# Random streams (randomness.py) of one example: the input corruption, and the decoder inputs apart from it so
+# the input noise is the same with and without decoder masking.
+STREAM_INPUT, STREAM_DECODER_INPUT = 0, 1
 
 
 def stochastic_round(rng: np.random.Generator, value: float) -> int:
@@ -323,13 +275,15 @@ class DenoisingCollator:
         pad_token_id: int,
         vocab_size: int,
         special_token_ids: Iterable[int],
-        noise: NoiseSettings | Mapping | None = None,
+        noise: NoiseSection | Mapping,
         seed: int = 0,
         sentence_end_ids: Iterable[int] = (),
         pad_to_multiple_of: int | None = None,
         decoder_start_token_id: int | None = None,
     ):
-        self.noise = NoiseSettings(**noise) if isinstance(noise, Mapping) else (noise or NoiseSettings())
+        # No default: the section's defaults are TSDAE's, so a caller says which noise it wants. A mapping means
+        # what the same keys mean in a recipe's noise section.
+        self.noise = NoiseSection(**noise) if isinstance(noise, Mapping) else noise
         self.mask_token_id = int(mask_token_id)
         self.pad_token_id = int(pad_token_id)
         self.special_ids = np.array(
@@ -354,13 +308,13 @@ class DenoisingCollator:
         self.seed = seed
         self.epoch = 0
         self.pad_to_multiple_of = pad_to_multiple_of
-        example_rng(seed, 0, 0)  # validates the seed now rather than at the first batch
+        check_coordinates(seed, 0)  # the seed fails now rather than at the first batch
 
     @classmethod
     def from_tokenizer(
         cls,
         tokenizer,
-        noise: NoiseSettings | Mapping | None = None,
+        noise: NoiseSection | Mapping,
         seed: int = 0,
         sentence_end_tokens: Iterable[str] = (".", "!", "?"),
         pad_to_multiple_of: int | None = None,
@@ -384,14 +338,14 @@ class DenoisingCollator:
 
     def set_epoch(self, epoch: int) -> None:
         """New noise for every example from now on (call at the start of each epoch)."""
-        example_rng(self.seed, epoch, 0)
+        check_coordinates(self.seed, epoch)
         self.epoch = int(epoch)
 
     def corrupt(
         self, input_ids: Sequence[int], example_index: int, word_start: Sequence[int] | None = None
     ) -> list[int]:
         """The corrupted ids of one example: a pure function of (seed, epoch, example_index, input)."""
-        rng = example_rng(self.seed, self.epoch, example_index)
+        rng = example_generator(self.seed, self.epoch, example_index, STREAM_INPUT)
         ids = np.asarray(input_ids, dtype=np.int64)
         if word_start is not None and len(word_start) != len(ids):
             raise ValueError(
@@ -421,9 +375,9 @@ class DenoisingCollator:
 
     def decoder_inputs(self, input_ids: Sequence[int], example_index: int) -> list[int]:
         """Teacher-forced decoder inputs of one example: the start token, then the clean ids shifted right, with
-        `decoder_mask_rate` of them (never the start token) replaced by the mask token. Its own random stream
-        (stream 1), so the input noise is the same with and without decoder masking."""
-        rng = example_rng(self.seed, self.epoch, example_index, stream=1)
+        `decoder_mask_rate` of them (never the start token) replaced by the mask token. Its own random stream, so
+        the input noise is the same with and without decoder masking."""
+        rng = example_generator(self.seed, self.epoch, example_index, STREAM_DECODER_INPUT)
         shifted = np.concatenate([[self.decoder_start_token_id], np.asarray(input_ids, dtype=np.int64)[:-1]])
         hidden = rng.random(len(shifted)) < self.noise.decoder_mask_rate
         hidden[0] = False
@@ -442,20 +396,27 @@ class DenoisingCollator:
             corrupted.append(
                 self.corrupt(example["input_ids"], int(example["example_index"]), word_starts_of(example))
             )
-        input_ids, attention_mask = pad(corrupted, self.pad_token_id, self.pad_to_multiple_of)
-        labels, _ = pad(clean, IGNORE_INDEX, self.pad_to_multiple_of)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        # Corrupted inputs and clean labels differ in length, so each is padded to its own width; the inputs
+        # always carry an attention_mask (deletions make their rows unequal).
+        lengths = [len(row) for row in corrupted]
+        width = padded_width(lengths, self.pad_to_multiple_of)
+        label_width = padded_width([len(row) for row in clean], self.pad_to_multiple_of)
+        batch = {
+            "input_ids": pad_rows(corrupted, self.pad_token_id, width),
+            "attention_mask": attention_mask(lengths, width),
+            "labels": pad_rows(clean, IGNORE_INDEX, label_width),
+        }
         if self.noise.decoder_mask_rate > 0:
             rows = [
                 self.decoder_inputs(np.asarray(example["input_ids"]), int(example["example_index"]))
                 for example in examples
             ]
-            batch["decoder_input_ids"], _ = pad(rows, self.pad_token_id, self.pad_to_multiple_of)
+            batch["decoder_input_ids"] = pad_rows(rows, self.pad_token_id, label_width)
         return batch
 
 
 def word_starts_of(example: Mapping):
-    """Word-start flags under either name: `word_starts` (packing.prepare_documents) or `word_start`."""
+    """Word-start flags under either name: `word_starts` (documents.prepare_documents) or `word_start`."""
     flags = example.get("word_starts")
     return example.get("word_start") if flags is None else flags
 
@@ -473,33 +434,6 @@ def sentence_end_token_ids(tokenizer, ends: Iterable[str] = (".", "!", "?")) -> 
             if ids and tokenizer.decode(ids[-1:]).strip() == end:
                 found.add(int(ids[-1]))
     return sorted(found)
-
-
-def pad(rows: Sequence[Sequence[int]], value: int, multiple: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad int rows to one length (rounded up to `multiple`): (B, L) values and (B, L) 0/1 mask."""
-    length = max((len(row) for row in rows), default=0)
-    if multiple:
-        length = -(-length // multiple) * multiple
-    values = torch.full((len(rows), length), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for row_index, row in enumerate(rows):
-        values[row_index, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[row_index, : len(row)] = 1
-    return values, mask
-
-
-# --------------------------------------------------------------------------------------------------- words
-def word_start_flags(word_ids: Sequence[int | None]) -> list[int]:
-    """1 where a token starts a word, from a fast tokenizer's `encoding.word_ids()` (None for special tokens).
-
-    Works for any fast tokenizer (WordPiece, byte-level BPE, Unigram): it relies on the pre-tokenizer's word
-    boundaries, not on a continuation prefix such as "##".
-    """
-    flags, previous = [], None
-    for word in word_ids:
-        flags.append(int(word is not None and word != previous))
-        previous = word
-    return flags
 
 
 def tokenize_for_denoising(
@@ -529,16 +463,16 @@ class FeatureNoiseCollator:
             raise ValueError(f"gaussian_std={gaussian_std!r} is not allowed; it must be a number >= 0.")
         if isinstance(mask_rate, bool) or not isinstance(mask_rate, (int, float)) or not 0.0 <= mask_rate < 1.0:
             raise ValueError(f"mask_rate={mask_rate!r} is not allowed; it must be a probability in [0, 1).")
-        example_rng(seed, 0, 0)
+        check_coordinates(seed, 0)
         self.gaussian_std, self.mask_rate, self.mask_value = float(gaussian_std), float(mask_rate), float(mask_value)
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        example_rng(self.seed, epoch, 0)
+        check_coordinates(self.seed, epoch)
         self.epoch = int(epoch)
 
     def corrupt(self, features: np.ndarray, example_index: int) -> np.ndarray:
-        rng = example_rng(self.seed, self.epoch, example_index)
+        rng = example_generator(self.seed, self.epoch, example_index, STREAM_INPUT)
         noisy = features + self.gaussian_std * rng.standard_normal(features.shape)
         kept = rng.random(features.shape) >= self.mask_rate
         return np.where(kept, noisy, self.mask_value)
@@ -553,14 +487,11 @@ class FeatureNoiseCollator:
 
 
 __all__ = [
-    "NoiseSettings",
     "BART_NOISE",
     "TSDAE_NOISE",
     "DenoisingCollator",
     "FeatureNoiseCollator",
-    "example_rng",
     "sample_span_lengths",
-    "word_start_flags",
     "tokenize_for_denoising",
     "sentence_end_token_ids",
 ]

@@ -72,7 +72,7 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
     every k-th block under its own global key."""
 
     def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
-        from .packing import pack_stream
+        from .streaming import pack_stream
 
         super().__init__()
         self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
@@ -93,7 +93,7 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
 
 def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:
     """The first `count` packed blocks of a stream, in memory (a fixed validation set)."""
-    from .packing import pack_stream
+    from .streaming import pack_stream
 
     return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
 

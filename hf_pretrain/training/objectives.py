@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..data.masking import IGNORE_INDEX
+from ..data.collation import IGNORE_INDEX
 from ..data.pipeline import (
     DOMAIN_WORDS_FILE,
     StreamedBlocks,
@@ -343,8 +343,8 @@ class MaskedLMObjective(TextObjective):
     def training_documents(self):
         """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed
         again from its start by the same packer (the consumer stops after embedding_init_max_documents)."""
-        from ..data.packing import pack_stream
         from ..data.spectral import segments_of_packed_rows
+        from ..data.streaming import pack_stream
 
         if self.streaming:
             blocks = pack_stream(self.train_texts, self.tokenizer, self.recipe.data.block_size)
@@ -431,11 +431,11 @@ class DenoisingObjective(TextObjective):
         return PretrainDAEConfig
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
-        from ..data.noising import DenoisingCollator, NoiseSettings
-        from ..data.packing import LengthBucketBatchSampler, prepare_documents
+        from ..data.documents import LengthBucketBatchSampler, prepare_documents
+        from ..data.noising import DenoisingCollator
 
         super().__init__(recipe, accelerator, run_dir, announce)
-        noise = NoiseSettings(**dataclasses.asdict(recipe.noise))
+        noise = recipe.noise
         self.train_dataset, self.eval_dataset = prepare_splits(
             prepare_documents, self.train_texts, self.eval_texts, self.tokenizer, accelerator, announce,
             max_length=recipe.data.block_size, num_proc=recipe.data.num_proc,

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_
 import datasets
 import pytest
 
-from hf_pretrain.data import builtin, tokenizer
+from hf_pretrain.data import builtin, encoding, tokenizer
 
 datasets.disable_progress_bars()
 
@@ -44,3 +44,14 @@ def unigram(corpus):
 @pytest.fixture(scope="session")
 def tokenizers_by_kind(wordpiece, bpe, unigram):
     return {"wordpiece": wordpiece, "bpe": bpe, "unigram": unigram}
+
+
+@pytest.fixture(scope="session")
+def encode_documents():
+    """Each document of a dataset as the encoder gives it (with its [CLS] ... [SEP], special strings in the text
+    as text): the reference that packing and whole-document preparation must keep."""
+
+    def encode(dataset, tokenizer) -> list[list[int]]:
+        return encoding.DocumentEncoder(tokenizer, "text", with_word_starts=False).encode(dataset["text"])["input_ids"]
+
+    return encode

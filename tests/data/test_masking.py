@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, Subset
 from transformers import DataCollatorForLanguageModeling
 
 from hf_pretrain import PretrainEncoderConfig, PretrainEncoderForMaskedLM
-from hf_pretrain.data import masking, packing
+from hf_pretrain.data import documents, masking, packing
+from hf_pretrain.data.collation import IGNORE_INDEX
 
 BLOCK = 128
 ROWS = 1000  # 128,000 tokens
@@ -63,7 +64,7 @@ def noise_statistics(original, noisy, selected, tokenizer) -> dict[str, float]:
 def test_selection_rate_and_replacement_shares(options, rows, wordpiece):
     collator = masking.MaskingCollator(wordpiece, **options)
     original, noisy, labels = collate_all(collator, rows)
-    selected = labels != masking.IGNORE_INDEX
+    selected = labels != IGNORE_INDEX
     stats = noise_statistics(original, noisy, selected, wordpiece)
     assert stats["candidates"] >= 100_000
     assert abs(stats["rate"] - 0.15) <= 0.005, stats
@@ -89,7 +90,7 @@ def test_same_statistics_as_transformers_collator(rows, wordpiece):
         labels.append(batch["labels"])
     original = torch.as_tensor(np.stack([row["input_ids"] for row in rows])).long()
     noisy, labels = torch.cat(noisy), torch.cat(labels)
-    theirs = noise_statistics(original, noisy, labels != -100, wordpiece)
+    theirs = noise_statistics(original, noisy, labels != IGNORE_INDEX, wordpiece)
     assert theirs["special_selected"] == ours["special_selected"] == 0
     assert abs(ours["rate"] - theirs["rate"]) <= 0.006, (ours, theirs)
     for share in ("mask", "random", "keep"):
@@ -98,7 +99,7 @@ def test_same_statistics_as_transformers_collator(rows, wordpiece):
 
 def selected_view(collator, rows):
     original, noisy, labels = collate_all(collator, rows)
-    return original, noisy, labels != masking.IGNORE_INDEX
+    return original, noisy, labels != IGNORE_INDEX
 
 
 def word_ids_of(row) -> np.ndarray:
@@ -115,7 +116,7 @@ def test_whole_words_are_masked_and_replaced_together(rows, wordpiece):
     for row_number, row in enumerate(rows[:300]):
         words = word_ids_of(row)
         ordinary = ~torch.isin(original[row_number], specials).numpy()
-        selected = (labels[row_number] != masking.IGNORE_INDEX).numpy()
+        selected = (labels[row_number] != IGNORE_INDEX).numpy()
         as_mask = (noisy[row_number] == wordpiece.mask_token_id).numpy()
         for word in np.unique(words[ordinary]):
             members = (words == word) & ordinary
@@ -189,7 +190,7 @@ def tiny_model(vocab_size: int) -> PretrainEncoderForMaskedLM:
 def test_rows_where_nothing_was_drawn_still_give_a_finite_loss(rows, wordpiece):
     collator = masking.MaskingCollator(wordpiece, mlm_probability=1e-9)
     batch = collator(rows[:4])
-    per_row = (batch["labels"] != masking.IGNORE_INDEX).sum(dim=1)
+    per_row = (batch["labels"] != IGNORE_INDEX).sum(dim=1)
     assert per_row.tolist() == [1, 1, 1, 1], "exactly one forced selection per example"
     model = tiny_model(len(wordpiece))
     with torch.no_grad():
@@ -199,7 +200,7 @@ def test_rows_where_nothing_was_drawn_still_give_a_finite_loss(rows, wordpiece):
     only_specials = [{"input_ids": np.array([wordpiece.cls_token_id, wordpiece.sep_token_id]), "example_index": 0},
                      {"input_ids": np.array([wordpiece.cls_token_id]), "example_index": 1}]
     empty = collator(only_specials)
-    assert (empty["labels"] == masking.IGNORE_INDEX).all()
+    assert (empty["labels"] == IGNORE_INDEX).all()
     with torch.no_grad():
         loss = model(**empty).loss
     assert torch.isfinite(loss) and loss.item() == 0.0
@@ -210,12 +211,12 @@ def test_output_batch_matches_what_the_model_consumes(rows, small_corpus, wordpi
     assert set(packed_batch) == {"input_ids", "labels", "position_ids"}
     for value in packed_batch.values():
         assert value.dtype == torch.long and value.shape == (4, BLOCK)
-    documents, _ = packing.prepare_documents(small_corpus, wordpiece, 40)
-    padded = masking.MaskingCollator(wordpiece, pad_to_multiple_of=16)([documents[i] for i in range(8)])
+    whole_documents, _ = documents.prepare_documents(small_corpus, wordpiece, 40)
+    padded = masking.MaskingCollator(wordpiece, pad_to_multiple_of=16)([whole_documents[i] for i in range(8)])
     assert set(padded) == {"input_ids", "labels", "attention_mask"}
     assert padded["input_ids"].shape[1] % 16 == 0
     pads = padded["attention_mask"] == 0
-    assert pads.any() and (padded["labels"][pads] == masking.IGNORE_INDEX).all()
+    assert pads.any() and (padded["labels"][pads] == IGNORE_INDEX).all()
     assert (padded["input_ids"][pads] == wordpiece.pad_token_id).all()
     with torch.no_grad():
         assert torch.isfinite(tiny_model(len(wordpiece))(**padded_batch_for_model(padded)).loss)

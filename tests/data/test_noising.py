@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from hf_pretrain.data.collation import IGNORE_INDEX
 from hf_pretrain.data.noising import (
     BART_NOISE,
+    STREAM_INPUT,
     TSDAE_NOISE,
     DenoisingCollator,
     FeatureNoiseCollator,
-    NoiseSettings,
-    example_rng,
     sample_span_lengths,
     tokenize_for_denoising,
-    word_start_flags,
 )
+from hf_pretrain.data.randomness import example_generator
+from hf_pretrain.recipe import NoiseSection, load_recipe, recipe_from_dict
 
 PAD, UNK, CLS, SEP, MASK, DOT = 0, 1, 2, 3, 4, 5
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)
@@ -57,7 +58,12 @@ def synthetic_examples(count: int, length: int, seed: int = 0, sentences: bool =
     return examples
 
 
-def collator(noise: NoiseSettings, seed: int = 0, **kwargs) -> DenoisingCollator:
+def only(**rates) -> NoiseSection:
+    """These rates and no other noise (the section's own defaults delete 60% of the words, TSDAE's setting)."""
+    return NoiseSection(**{"word_delete_rate": 0.0, **rates})
+
+
+def collator(noise: NoiseSection, seed: int = 0, **kwargs) -> DenoisingCollator:
     return DenoisingCollator(
         mask_token_id=MASK,
         pad_token_id=PAD,
@@ -70,7 +76,7 @@ def collator(noise: NoiseSettings, seed: int = 0, **kwargs) -> DenoisingCollator
     )
 
 
-def corrupt_all(noise: NoiseSettings, examples, seed: int = 0):
+def corrupt_all(noise: NoiseSection, examples, seed: int = 0):
     noiser = collator(noise, seed)
     return [noiser.corrupt(e["input_ids"], e["example_index"], e["word_start"]) for e in examples]
 
@@ -94,7 +100,7 @@ def assert_specials_in_place(clean, noisy):
 
 # --------------------------------------------------------------------------------------------------- rates
 def test_token_masking_rate(corpus):
-    noisy = corrupt_all(NoiseSettings(mask_rate=0.3), corpus)
+    noisy = corrupt_all(only(mask_rate=0.3), corpus)
     total = masked = 0
     for example, out in zip(corpus, noisy):
         clean = example["input_ids"]
@@ -108,7 +114,7 @@ def test_token_masking_rate(corpus):
 
 
 def test_token_deletion_rate_and_order(corpus):
-    noisy = corrupt_all(NoiseSettings(delete_rate=0.2), corpus)
+    noisy = corrupt_all(only(delete_rate=0.2), corpus)
     total = kept = 0
     for example, out in zip(corpus, noisy):
         clean = example["input_ids"]
@@ -126,6 +132,7 @@ def test_whole_word_deletion_rate_and_whole_words(corpus):
     for example, out in zip(corpus, noisy):
         clean, starts = example["input_ids"], example["word_start"]
         survivors = set(content(out))
+        assert set(out) <= set(clean)  # deletion only: nothing masked, inserted or replaced
         word_of = np.cumsum(starts)  # word number per position
         for word in np.unique(word_of[1:-1]):
             members = [clean[p] for p in np.flatnonzero(word_of == word) if clean[p] not in SPECIALS]
@@ -146,7 +153,7 @@ def test_word_deletion_without_word_starts_deletes_tokens(corpus):
 
 def test_span_infilling_rate_and_poisson_span_lengths():
     examples = synthetic_examples(200, 600, seed=1)  # long documents: the budget cut of the last span is rare
-    noisy = corrupt_all(BART_NOISE.__class__(infill_rate=0.3, poisson_lambda=3.0), examples)
+    noisy = corrupt_all(only(infill_rate=0.3, poisson_lambda=3.0), examples)
     total = removed = masks = 0
     for example, out in zip(examples, noisy):
         clean = example["input_ids"]
@@ -166,7 +173,7 @@ def test_span_infilling_rate_and_poisson_span_lengths():
 
 
 def test_span_lengths_are_poisson_and_add_up_to_the_budget():
-    rng = example_rng(0, 0, 0)
+    rng = example_generator(0, 0, 0, STREAM_INPUT)
     lengths = np.concatenate([sample_span_lengths(rng, 300, 3.0)[:-1] for _ in range(300)])  # drop the cut span
     assert lengths.size > 20_000
     assert abs(lengths.mean() - 3.0) < 0.05 and abs(lengths.var() - 3.0) < 0.15
@@ -178,7 +185,7 @@ def test_span_lengths_are_poisson_and_add_up_to_the_budget():
 
 def test_zero_length_spans_insert_a_mask():
     examples = synthetic_examples(50, 200, seed=2)
-    noisy = corrupt_all(NoiseSettings(infill_rate=0.3, poisson_lambda=0.5), examples)  # P(0) = 61%
+    noisy = corrupt_all(only(infill_rate=0.3, poisson_lambda=0.5), examples)  # P(0) = 61%
     inserted = 0
     for example, out in zip(examples, noisy):
         clean = example["input_ids"]
@@ -189,7 +196,7 @@ def test_zero_length_spans_insert_a_mask():
 
 
 def test_random_insertion_rate_and_inserted_tokens_are_ordinary(corpus):
-    noisy = corrupt_all(NoiseSettings(insert_rate=0.1), corpus)
+    noisy = corrupt_all(only(insert_rate=0.1), corpus)
     total = inserted = 0
     for example, out in zip(corpus, noisy):
         clean = example["input_ids"]
@@ -204,7 +211,7 @@ def test_random_insertion_rate_and_inserted_tokens_are_ordinary(corpus):
 
 def test_sentence_permutation_keeps_the_multiset_and_whole_sentences():
     examples = synthetic_examples(100, 80, seed=3, sentences=True)
-    noisy = corrupt_all(NoiseSettings(permute_sentences=1.0), examples)
+    noisy = corrupt_all(only(permute_sentences=1.0), examples)
     reordered = 0
     for example, out in zip(examples, noisy):
         clean = example["input_ids"]
@@ -222,7 +229,7 @@ def test_sentence_permutation_keeps_the_multiset_and_whole_sentences():
 
 
 def test_document_rotation_rate_and_cyclic_shift(corpus):
-    noisy = corrupt_all(NoiseSettings(rotate_rate=0.5), corpus)
+    noisy = corrupt_all(only(rotate_rate=0.5), corpus)
     rotated = 0
     for example, out in zip(corpus, noisy):
         clean = example["input_ids"]
@@ -236,7 +243,7 @@ def test_document_rotation_rate_and_cyclic_shift(corpus):
 
 def test_special_tokens_never_corrupted_and_runs_stay_apart():
     examples = synthetic_examples(100, 60, seed=4, sentences=True, middle_sep=True)
-    heavy = NoiseSettings(
+    heavy = only(
         mask_rate=0.3,
         delete_rate=0.2,
         word_delete_rate=0.3,
@@ -258,9 +265,9 @@ def test_special_tokens_never_corrupted_and_runs_stay_apart():
 @pytest.mark.parametrize(
     "noise",
     [
-        NoiseSettings(delete_rate=0.95),
-        NoiseSettings(word_delete_rate=0.95),
-        NoiseSettings(infill_rate=0.95, poisson_lambda=3.0),
+        only(delete_rate=0.95),
+        only(word_delete_rate=0.95),
+        only(infill_rate=0.95, poisson_lambda=3.0),
     ],
 )
 def test_at_least_one_token_is_kept(noise):
@@ -273,7 +280,7 @@ def test_at_least_one_token_is_kept(noise):
 # --------------------------------------------------------------------------------------------------- determinism
 def test_noise_depends_only_on_seed_epoch_and_index(corpus):
     noiser = collator(
-        BART_NOISE.__class__(mask_rate=0.1, word_delete_rate=0.2, infill_rate=0.3, insert_rate=0.05, rotate_rate=0.5)
+        only(mask_rate=0.1, word_delete_rate=0.2, infill_rate=0.3, insert_rate=0.05, rotate_rate=0.5)
     )
     batch = corpus[:6]
     together = noiser(batch)
@@ -296,22 +303,22 @@ def test_noise_depends_only_on_seed_epoch_and_index(corpus):
 
 def test_batch_layout():
     examples = synthetic_examples(4, 10, seed=6)
-    batch = collator(NoiseSettings(delete_rate=0.3), pad_to_multiple_of=8)(examples)
+    batch = collator(only(delete_rate=0.3), pad_to_multiple_of=8)(examples)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape[1] % 8 == 0
     for row, example in enumerate(examples):
         length = len(example["input_ids"])
         assert batch["labels"][row, :length].tolist() == example["input_ids"]
-        assert (batch["labels"][row, length:] == -100).all()
+        assert (batch["labels"][row, length:] == IGNORE_INDEX).all()
         real = int(batch["attention_mask"][row].sum())
         assert (batch["input_ids"][row, real:] == PAD).all() and batch["attention_mask"][row, :real].all()
 
 
 def test_decoder_input_masking_rate_and_layout(corpus):
     start = CLS
-    noise = NoiseSettings(word_delete_rate=0.6, decoder_mask_rate=0.3)
+    noise = only(word_delete_rate=0.6, decoder_mask_rate=0.3)
     with_decoder = collator(noise, decoder_start_token_id=start)
-    without = collator(NoiseSettings(word_delete_rate=0.6))
+    without = collator(only(word_delete_rate=0.6))
     hidden = total = 0
     for first in range(0, len(corpus), 50):
         examples = corpus[first : first + 50]
@@ -340,30 +347,51 @@ def test_decoder_input_masking_rate_and_layout(corpus):
     assert "decoder_input_ids" not in without(corpus[:2])
     with pytest.raises(ValueError, match="decoder_mask_rate=0.3 needs decoder_start_token_id"):
         collator(noise)
-    with pytest.raises(ValueError, match=r"decoder_mask_rate=1.5 is not allowed"):
-        NoiseSettings(decoder_mask_rate=1.5)
+    with pytest.raises(ValueError, match=r"noise.decoder_mask_rate=1.5 is not allowed"):
+        only(decoder_mask_rate=1.5)
 
 
 def test_bad_settings_and_inputs_fail_clearly():
-    with pytest.raises(ValueError, match=r"mask_rate=1.5 is not allowed; it must be a probability in \[0, 1\]"):
-        NoiseSettings(mask_rate=1.5)
-    with pytest.raises(ValueError, match="word_delete_rate=1.0 is not allowed; it must be below 1"):
-        NoiseSettings(word_delete_rate=1.0)
-    with pytest.raises(ValueError, match="poisson_lambda=0 is not allowed"):
-        NoiseSettings(poisson_lambda=0)
+    # A noise section built in Python gets the checks (and the messages) of a recipe's noise section.
+    with pytest.raises(ValueError, match=r"noise.mask_rate=1.5 is not allowed; it must be <= 1.0"):
+        only(mask_rate=1.5)
+    with pytest.raises(ValueError, match=r"noise.word_delete_rate=1.0 is not allowed; it must be <= 0.99"):
+        only(word_delete_rate=1.0)
+    with pytest.raises(ValueError, match=r"noise.poisson_lambda=0.0 is not allowed; it must be > 0"):
+        only(poisson_lambda=0)
+    with pytest.raises(ValueError, match=r"noise.mask_rate=True is not allowed; it must be a number"):
+        only(mask_rate=True)
     with pytest.raises(ValueError, match="needs sentence_end_ids"):
         DenoisingCollator(MASK, PAD, VOCAB, SPECIALS, noise=BART_NOISE)
     with pytest.raises(ValueError, match="example_index"):
-        collator(NoiseSettings())([{"input_ids": [CLS, 7, SEP]}])
+        collator(only())([{"input_ids": [CLS, 7, SEP]}])
     with pytest.raises(ValueError, match="seed=-1 is not allowed"):
-        collator(NoiseSettings(), seed=-1)
-    assert collator({"mask_rate": 0.2}).noise == NoiseSettings(mask_rate=0.2)  # a mapping from a recipe works
+        collator(only(), seed=-1)
+    # A mapping means what the same keys mean in a recipe's noise section (its defaults included).
+    assert collator({"mask_rate": 0.2}).noise == NoiseSection(mask_rate=0.2)
 
 
-def test_published_defaults():
-    assert (BART_NOISE.infill_rate, BART_NOISE.poisson_lambda, BART_NOISE.permute_sentences) == (0.3, 3.0, 1.0)
-    assert TSDAE_NOISE.word_delete_rate == 0.6
-    assert TSDAE_NOISE.mask_rate == TSDAE_NOISE.infill_rate == 0.0
+def test_shipped_recipes_train_with_the_published_noise():
+    assert load_recipe("dae-bart").noise == BART_NOISE
+    assert load_recipe("dae-sentence").noise == TSDAE_NOISE
+    # A dae recipe that names no noise trains a TSDAE.
+    assert recipe_from_dict({"objective": "dae", "train": {"max_steps": 1}}).noise == TSDAE_NOISE
+
+
+def test_bart_noise_infills_and_permutes_without_deleting_words():
+    examples = synthetic_examples(200, 300, seed=7, sentences=True)
+    noisy = corrupt_all(BART_NOISE, examples)
+    total = removed = reordered = 0
+    for example, out in zip(examples, noisy):
+        clean = example["input_ids"]
+        assert_specials_in_place(clean, out)
+        assert set(out) <= set(clean) | {MASK}  # nothing inserted or replaced except by the span masks
+        kept = [t for t in out if t not in SPECIALS]
+        total += len(clean) - 2
+        removed += len(clean) - 2 - len(kept)
+        reordered += [clean.index(t) for t in kept] != sorted(clean.index(t) for t in kept)
+    assert abs(removed / total - 0.3) < 0.01  # the infilled 30% only: a word deletion would remove far more
+    assert reordered > 190
 
 
 # --------------------------------------------------------------------------------------------------- tokenizers
@@ -410,11 +438,11 @@ def test_word_starts_come_from_the_tokenizer_words(kind):
     examples = tokenize_for_denoising(tokenizer, texts[:50], start_index=1000)
     assert [e["example_index"] for e in examples[:3]] == [1000, 1001, 1002]
     for text, example in zip(texts, examples):
-        assert sum(example["word_start"]) == len(text.split())  # one start per whitespace word ('.' included)
-        assert example["word_start"][0] == example["word_start"][-1] == 0  # [CLS], [SEP]
-    continuations = sum(len(e["word_start"]) - 2 - sum(e["word_start"]) for e in examples)
+        # one start per whitespace word ('.' included), and [CLS], [SEP] count as words of their own
+        assert sum(example["word_start"]) == len(text.split()) + 2
+        assert example["word_start"][0] == example["word_start"][-1] == 1
+    continuations = sum(len(e["word_start"]) - sum(e["word_start"]) for e in examples)
     assert continuations > 50, "expected many words of several tokens"
-    assert word_start_flags([None, 0, 0, 1, 2, 2, None]) == [0, 1, 0, 1, 1, 0, 0]
 
     # Whole-word deletion on real tokenization: decoded output words are all words of the input.
     noiser = DenoisingCollator.from_tokenizer(tokenizer, TSDAE_NOISE, seed=0)
@@ -445,3 +473,15 @@ def test_feature_noise_statistics_and_determinism():
     assert not torch.equal(noiser(examples[:10])["input_features"], batch["input_features"][:10])
     with pytest.raises(ValueError, match="mask_rate=1.0 is not allowed"):
         FeatureNoiseCollator(mask_rate=1.0)
+
+
+def test_word_deletion_ignores_the_flags_of_special_tokens(corpus):
+    """Packing flags special tokens as word starts, tokenize_for_denoising did not: the corruption is the same, so
+    one word_start_flags serves both."""
+    noiser = collator(TSDAE_NOISE)
+    for example in corpus[:50]:
+        flags = list(example["word_start"])
+        flagged = [1 if token in SPECIALS else flag for token, flag in zip(example["input_ids"], flags)]
+        assert flagged != flags
+        index = example["example_index"]
+        assert noiser.corrupt(example["input_ids"], index, flagged) == noiser.corrupt(example["input_ids"], index, flags)

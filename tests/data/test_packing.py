@@ -1,26 +1,17 @@
-"""Tokenize + pack: document boundaries, position ids, remainder handling, caching, determinism, streaming,
-and the short-document mode with length-bucketed batches."""
+"""Packing into blocks: document boundaries, position ids, remainder handling, the report, and the on-disk
+cache."""
 
 from __future__ import annotations
-
-import hashlib
 
 import datasets
 import numpy as np
 import pytest
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from hf_pretrain.data import packing
+from hf_pretrain.data import encoding, packing
 
 BLOCK = 64
-
-
-def reference_token_stream(dataset, tokenizer) -> list[list[int]]:
-    """Each document as the tokenizer encodes it (with its [CLS] ... [SEP]), special strings in text as text."""
-    encoder = packing.DocumentEncoder(tokenizer, "text", with_word_starts=False)
-    return [ids for ids in encoder.encode(dataset["text"])["input_ids"]]
 
 
 def expected_positions(row_starts_document: np.ndarray) -> np.ndarray:
@@ -31,9 +22,10 @@ def expected_positions(row_starts_document: np.ndarray) -> np.ndarray:
     return np.array(positions)
 
 
-def test_blocks_hold_every_token_in_order_with_restarting_positions(small_corpus, wordpiece, tmp_path):
+def test_blocks_hold_every_token_in_order_with_restarting_positions(small_corpus, wordpiece, encode_documents,
+                                                                   tmp_path):
     packed, report = packing.pack_dataset(small_corpus, wordpiece, BLOCK, cache_dir=tmp_path)
-    documents = reference_token_stream(small_corpus, wordpiece)
+    documents = encode_documents(small_corpus, wordpiece)
     stream = np.concatenate([np.array(ids) for ids in documents])
     starts = np.zeros(len(stream), bool)
     starts[np.cumsum([len(d) for d in documents]) - [len(d) for d in documents]] = True
@@ -44,7 +36,7 @@ def test_blocks_hold_every_token_in_order_with_restarting_positions(small_corpus
     assert np.array_equal(ids.reshape(-1), stream[: ids.size])
     assert report.dropped_tokens == len(stream) - ids.size < BLOCK
     assert report.tokens == len(stream) and report.documents == len(small_corpus)
-    assert report.efficiency == 1.0 and report.kept_fraction == ids.size / len(stream)
+    assert report.kept_fraction == ids.size / len(stream) < 1.0  # the dropped tail is what is not kept
     # Positions restart at every document start and at every row start (a cut document continues as new).
     for row in range(len(ids)):
         assert np.array_equal(positions[row], expected_positions(starts[row * BLOCK : (row + 1) * BLOCK]))
@@ -55,7 +47,7 @@ def test_blocks_hold_every_token_in_order_with_restarting_positions(small_corpus
     cut_documents = {int(np.searchsorted(np.flatnonzero(starts), row * BLOCK, "right")) for row in range(len(ids))
                      if not starts[row * BLOCK]}
     assert report.split_documents == len(cut_documents) > 0
-    assert "efficiency 100.0%" in report.summary()
+    assert f"kept {report.kept_fraction:.2%}" in report.summary() and "(no padding)" in report.summary()
 
 
 def test_remainder_is_carried_across_chunks_not_dropped_per_batch(monkeypatch, small_corpus, wordpiece, tmp_path):
@@ -73,53 +65,13 @@ def test_second_run_is_served_from_cache(monkeypatch, small_corpus, wordpiece, t
     def no_work(*args, **kwargs):
         raise AssertionError("tokenized again although inputs and settings are unchanged")
 
-    monkeypatch.setattr(packing.DocumentEncoder, "encode", no_work)
+    monkeypatch.setattr(encoding.DocumentEncoder, "encode", no_work)
     again, report = packing.pack_dataset(small_corpus, wordpiece, BLOCK, cache_dir=tmp_path)
     assert report.from_cache and report.blocks == first_report.blocks
     assert np.array_equal(np.stack(again["input_ids"]), np.stack(first["input_ids"]))
     # A different setting is a different cache entry (and does the work, which now fails loudly).
     with pytest.raises(AssertionError, match="tokenized again"):
         packing.pack_dataset(small_corpus, wordpiece, BLOCK * 2, cache_dir=tmp_path)
-
-
-def digest(dataset) -> str:
-    hasher = hashlib.sha256()
-    for column in ("input_ids", "position_ids", "word_starts"):
-        hasher.update(np.ascontiguousarray(np.stack(dataset[column])).tobytes())
-    return hasher.hexdigest()
-
-
-def test_same_ids_whatever_num_proc_and_in_streaming_mode(small_corpus, bpe, tmp_path):
-    one, _ = packing.pack_dataset(small_corpus, bpe, BLOCK, with_word_starts=True, cache_dir=tmp_path / "a")
-    two, _ = packing.pack_dataset(small_corpus, bpe, BLOCK, num_proc=2, with_word_starts=True,
-                                  cache_dir=tmp_path / "b")
-    assert digest(one) == digest(two)
-    stream = packing.pack_stream(small_corpus.to_iterable_dataset(), bpe, BLOCK, with_word_starts=True,
-                                 batch_size=37)
-    rows = list(stream)
-    assert stream.report.blocks == len(rows) == len(one)
-    streamed = datasets.Dataset.from_list(rows).with_format("numpy")
-    assert digest(streamed) == digest(one)
-    assert [int(r["example_index"]) for r in rows] == list(range(len(rows)))
-
-
-@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
-def test_word_starts_follow_the_tokenizers_words(kind, tokenizers_by_kind):
-    tokenizer = tokenizers_by_kind[kind]
-    text = "Return the frobnicated value, unchanged."
-    encoder = packing.DocumentEncoder(tokenizer, "text", with_word_starts=True)
-    encoded = encoder.encode([text])
-    word_ids = tokenizer(text).word_ids()
-    expected = [1 if w is None or i == 0 or w != word_ids[i - 1] else 0 for i, w in enumerate(word_ids)]
-    assert encoded["word_starts"][0] == expected
-    assert sum(expected) >= 6  # at least the five words and the comma/period split, plus specials
-
-
-def test_special_token_strings_in_text_are_encoded_as_text(wordpiece):
-    encoder = packing.DocumentEncoder(wordpiece, "text", with_word_starts=False)
-    ids = encoder.encode(["write [MASK] here"])["input_ids"][0]
-    assert ids[0] == wordpiece.cls_token_id and ids[-1] == wordpiece.sep_token_id
-    assert wordpiece.mask_token_id not in ids
 
 
 def test_empty_documents_are_dropped_and_counted(wordpiece, tmp_path):
@@ -153,46 +105,20 @@ def test_bad_arguments_are_named(small_corpus, wordpiece, tmp_path):
         packing.pack_dataset(small_corpus.to_iterable_dataset(), wordpiece, BLOCK, cache_dir=tmp_path)
 
 
-# ------------------------------------------------------------------------------------------ short documents
-def test_prepare_documents_truncates_keeps_boundaries_and_counts(small_corpus, unigram):
-    max_length = 24
-    documents, report = packing.prepare_documents(small_corpus, unigram, max_length)
-    full = reference_token_stream(small_corpus, unigram)
-    assert report.truncated_documents == sum(len(ids) > max_length for ids in full) > 0
-    assert report.documents == len(documents) == len(small_corpus)
-    for row, ids in zip(documents, full):
-        expected = ids if len(ids) <= max_length else ids[: max_length - 1] + [unigram.sep_token_id]
-        assert row["input_ids"].tolist() == expected
-        assert row["length"] == len(expected)
-
-
-def test_length_buckets_cover_everything_once_and_reduce_padding():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 200, size=1000)
-    sampler = packing.LengthBucketBatchSampler(lengths, batch_size=16, seed=3, bucket_size_multiplier=20)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 63
-    assert sorted(i for batch in batches for i in batch) == list(range(1000))
-    assert batches == list(sampler), "same epoch, same batches"
-    sampler.set_epoch(1)
-    assert list(sampler) != batches
-    padded = sum(len(b) * lengths[b].max() for b in batches)
-    random_padded = sum(16 * lengths[rng.permutation(1000)[:16]].max() for _ in batches)
-    assert lengths.sum() / padded > 0.9 > lengths.sum() / random_padded
-
-
-def test_pad_features_adds_attention_mask_only_when_padding():
-    rows = [{"input_ids": np.array([2, 7, 3]), "example_index": 0}, {"input_ids": np.array([2, 3]), "example_index": 1}]
-    batch = packing.pad_features(rows, pad_token_id=0, pad_to_multiple_of=4)
-    assert batch["input_ids"].tolist() == [[2, 7, 3, 0], [2, 3, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
-    assert batch["input_ids"].dtype == torch.long
-    same = packing.pad_features([rows[0], rows[0]], pad_token_id=0)
-    assert "attention_mask" not in same
-
-
 def test_data_shorter_than_one_block_warns(wordpiece, tmp_path):
     with pytest.warns(UserWarning, match="no block.*block_size=64"):
         packed, report = packing.pack_dataset(datasets.Dataset.from_dict({"text": ["tiny"]}), wordpiece, 64,
                                               cache_dir=tmp_path)
     assert len(packed) == 0 and report.dropped_tokens == report.tokens == len(wordpiece("tiny")["input_ids"])
+
+
+def test_report_counts_what_packing_keeps_and_drops():
+    # 3 documents of 5, 0 (boundary tokens only) and 6 tokens into blocks of 4: 2 blocks, 3 tokens dropped.
+    packer = packing.BlockPacker(4, min_document_tokens=2)
+    blocks = packer.add(np.arange(13), np.array([5, 2, 6]))
+    report = packer.finish()
+    assert len(blocks.input_ids) == report.blocks == 2
+    assert (report.documents, report.empty_documents, report.tokens) == (3, 1, 11)
+    assert report.dropped_tokens == 3 and report.packed_tokens + report.dropped_tokens == report.tokens
+    assert report.kept_fraction == 8 / 11
+    assert report.split_documents == 1  # the 5-token document is cut between rows 1 and 2

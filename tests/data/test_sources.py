@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from hf_pretrain.data import packing, sources
+from hf_pretrain.data import packing, sources, streaming
 
 DOCS = ["First document about parsing.", "Second one, about tokens.", "Third: 日本語 and العربية too.", "Fourth."]
 
@@ -165,7 +165,7 @@ def test_streaming_reads_lazily(tmp_path, wordpiece):
     write(tmp_path / "big.txt", "\n".join(f"line {i} of a larger corpus" for i in range(5000)))
     loaded = sources.load_text_sources(str(tmp_path / "big.txt"), streaming=True)
     assert isinstance(loaded.train, datasets.IterableDataset)
-    stream = packing.pack_stream(loaded.train, wordpiece, 32)
+    stream = streaming.pack_stream(loaded.train, wordpiece, 32)
     first = next(iter(stream))
     assert first["input_ids"].shape == (32,) and first["position_ids"][0] == 0
     assert loaded.reports["train"].documents_in < 5000, "only what was needed has been read"
