@@ -299,16 +299,7 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
         raise ValueError("overrides apply to a recipe name or path; change the FinetuneRecipe object directly.")
     out = Path(recipe.output.dir)
     model = model_location(require_model(recipe))
-    check_output_dir(out, "finetune", "output.dir")
-    check_trainer_integrations(recipe.train)
-    for source in (model, recipe.tokenizer):  # before any work
-        if not source:
-            continue
-        if Path(source).exists() and is_or_holds(out, Path(source)):
-            # An earlier output of ours may be replaced, but not while it holds what this run reads.
-            raise RecipeError(f"output.dir={str(out)!r} holds {source}, which this run fine-tunes from; allowed: "
-                              "an output.dir that is not the model's or tokenizer's folder and does not contain it.")
-        remote_code_allowed(source, recipe.trust_remote_code)  # refuse a foreign model's code unless asked for
+    check_before_work(recipe, model, out)
     out.mkdir(parents=True, exist_ok=True)
     write_output_marker(out, "finetune", FINETUNE_ENTRIES)  # first: a run that stops early stays replaceable
     (out / "recipe.yaml").write_text(recipe.to_yaml())
@@ -343,6 +334,21 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     write_finetuned_card(out / "model", result, recipe.to_dict())
     announce(results_table(result))
     return result
+
+
+def check_before_work(recipe: FinetuneRecipe, model: str, out: Path) -> None:
+    """What is refused before anything is loaded or written: an output.dir that is not ours to replace, a tracker
+    or Hub push this machine cannot do, an output.dir holding the model or tokenizer, a foreign model's code."""
+    check_output_dir(out, "finetune", "output.dir")
+    check_trainer_integrations(recipe.train)
+    for source in (model, recipe.tokenizer):
+        if not source:
+            continue
+        if Path(source).exists() and is_or_holds(out, Path(source)):
+            # An earlier output of ours may be replaced, but not while it holds what this run reads.
+            raise RecipeError(f"output.dir={str(out)!r} holds {source}, which this run fine-tunes from; allowed: "
+                              "an output.dir that is not the model's or tokenizer's folder and does not contain it.")
+        remote_code_allowed(source, recipe.trust_remote_code)  # refuse a foreign model's code unless asked for
 
 
 def check_trainer_integrations(train) -> None:
