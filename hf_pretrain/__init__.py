@@ -1,6 +1,12 @@
 """hf_pretrain: pretrain your own transformer on your own text, in Hugging Face format.
 
 Importing the package registers its model families with the transformers Auto classes.
+
+Python API (what the `hf-pretrain` commands do, for notebooks and scripts):
+* `hf_pretrain.pretrain(recipe, overrides=(), restart=False)` -> the run summary (`hf-pretrain pretrain`)
+* `from hf_pretrain.finetune import finetune`; `finetune(recipe, overrides=())` -> the fine-tuning results
+  (`hf-pretrain finetune`; `hf_pretrain.finetune` is the subpackage, so the function is imported from it)
+* `from hf_pretrain.hub import export_run, embed_file, write_report` (`export`, `embed`, `report`)
 """
 
 from .models import (
@@ -18,6 +24,23 @@ from .models import (
 
 __version__ = "0.1.0"
 
+
+def pretrain(recipe, overrides=(), restart=False) -> dict:
+    """Run a pretraining recipe as `hf-pretrain pretrain RECIPE key=value ... [--restart]` does, and return the run
+    summary it prints (steps, tokens, minutes, eval before and after, final_dir, run_dir; also in RUN/summary.json).
+
+    recipe: a YAML path, a shipped recipe name (`mlm-tiny`) or a `hf_pretrain.recipe.Recipe`; overrides: dotted
+    `key=value` strings (for a name or path). A rerun on the same output.dir resumes; restart=True moves the
+    earlier run aside and starts over. A bad recipe raises RecipeError before any work."""
+    from .recipe import Recipe, load_recipe
+    from .training.loop import Pretraining  # torch and accelerate: loaded on first use, not on import
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a recipe name or path; change the Recipe object directly.")
+    return Pretraining(recipe, restart=restart).run()
+
 __all__ = [
     "PretrainEncoderConfig",
     "PretrainEncoderModel",
@@ -29,5 +52,6 @@ __all__ = [
     "PretrainDAEModel",
     "PretrainDAEForDenoising",
     "PretrainDAEForFeatureReconstruction",
+    "pretrain",
     "__version__",
 ]

@@ -61,26 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from .recipe import load_recipe
-    from .training.loop import Pretraining
+    from . import pretrain
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    result = Pretraining(recipe, restart=args.restart).run()
-    print_summary(result)
+    print_summary(pretrain(args.recipe, args.overrides, restart=args.restart))
     return 0
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
-    from .recipe import load_recipe
+    from .recipe import RecipeError, load_recipe
     from .data.pipeline import load_text_splits
     from .data.tokenizer import train_tokenizer
 
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.objective == "dae-features":
-        raise SystemExit("objective=dae-features reads float vectors, not text: it has no tokenizer to train.")
+        raise RecipeError("objective='dae-features' reads float vectors, not text: it has no tokenizer to train.")
     out = Path(args.out or Path(recipe.output.dir) / "tokenizer")
     if recipe.tokenizer.path:
-        raise SystemExit(f"tokenizer.path={recipe.tokenizer.path!r} is set: the recipe reuses a tokenizer; unset it to train one.")
+        raise RecipeError(f"tokenizer.path={recipe.tokenizer.path!r} is set: the recipe reuses a tokenizer; unset it "
+                          "to train one.")
     train_texts, _ = load_text_splits(recipe, print)
     texts = train_texts["text"]
     if recipe.tokenizer.max_train_documents:
@@ -104,12 +102,12 @@ def run_quickstart(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .finetune import finetune
     from .hub.export import export_run
-    from .recipe import load_recipe
+    from .recipe import RecipeError, load_recipe
     from .training.loop import Pretraining
 
     labeled = args.labeled_examples
     if labeled < 0:  # checked before any compute
-        raise SystemExit(f"--labeled-examples={labeled} is not allowed; use a number of examples >= 1, or 0 for all.")
+        raise RecipeError(f"--labeled-examples={labeled} is not allowed; use a number of examples >= 1, or 0 for all.")
     out = Path(args.out)
     recipe = load_recipe("mlm-tiny", [f"output.dir={out}", *args.overrides])
     print(f"quickstart 1/3: pretraining the tiny masked LM on the built-in corpus (recipe mlm-tiny) -> {out}")
@@ -191,17 +189,34 @@ def run_list_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .recipe import RecipeError
+# What a user can fix, as opposed to a bug: a recipe key or value (RecipeError is a ValueError), a value or path
+# given on the command line (ValueError; FileNotFoundError and the other OSErrors: a missing, unreadable or
+# unwritable file, a Hub id that does not resolve), an optional package that is not installed (ImportError).
+# Each ends the command with one line on stderr and exit status 2, as argparse's own errors do; anything else
+# keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand under the one error policy of `hf-pretrain` (see USER_ERRORS). A training stopped
+    by SIGTERM/SIGINT (its checkpoint saved) exits 128 + the signal, the status of a process that signal ended."""
     from .training.checkpoint import RunFolderBusy
     from .training.loop import TrainingInterrupted
 
-    args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (RecipeError, RunFolderBusy) as error:
-        print(f"hf-pretrain: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as stopped:  # the conventional status of a process ended by that signal
+    except TrainingInterrupted as stopped:
         print(f"hf-pretrain: {stopped}", file=sys.stderr)
         return 128 + stopped.signal_number
+    except (*USER_ERRORS, RunFolderBusy) as error:  # RunFolderBusy: another run holds the folder; wait or move
+        print(f"hf-pretrain: error: {one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line (a library's message may span several), or the error's type when it has none."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))

@@ -6,8 +6,8 @@
     hf-pretrain export RUN_DIR [--out DIR] [--push-to-hub user/name] [--private] [--encoder-only]
     hf-pretrain report RUN_DIR [--out DIR]
 
-Each handler takes the parsed arguments and returns the exit code: 0 on success, 2 when the request cannot be done
-as asked (the message says why on stderr).
+Each handler takes the parsed arguments and returns 0; a request that cannot be done as asked raises, and
+`cli.run_command` turns a user error into one line on stderr and exit status 2, as for every subcommand.
 """
 
 from __future__ import annotations
@@ -67,46 +67,23 @@ def add_transfer_commands(subparsers) -> None:
     report.set_defaults(handler=run_report)
 
 
-def fail(error: Exception) -> int:
-    print(f"hf-pretrain: error: {error}", file=sys.stderr)
-    return 2
-
-
-# Errors that carry a message meant for the user (recipe, file, model and Hub problems); anything else is a bug
-# and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, OSError, ImportError)
-
-
 def run_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune, load_finetune_recipe
+    from .finetune import finetune
 
-    overrides = list(args.overrides)
-    overrides += ["compare_scratch=true"] if args.compare_scratch else []
-    overrides += ["freeze_encoder=true"] if args.freeze_encoder else []
-    overrides += ["trust_remote_code=true"] if args.trust_remote_code else []
-    try:
-        recipe = load_finetune_recipe(args.recipe, overrides)
-        if args.lora and recipe.lora is None:
-            from .finetune import LoraSection
-
-            recipe.lora = LoraSection()
-            if recipe.freeze_encoder:
-                raise ValueError("--lora and --freeze-encoder both limit what trains; choose one of the two.")
-        finetune(recipe)
-    except USER_ERRORS as error:
-        return fail(error)
+    # The flags are recipe overrides, applied with the user's before the recipe is validated (once). `lora={}`
+    # merges into a recipe's own lora section, so --lora keeps its settings and turns LoRA on where it is off.
+    flags = {"compare_scratch=true": args.compare_scratch, "freeze_encoder=true": args.freeze_encoder,
+             "lora={}": args.lora, "trust_remote_code=true": args.trust_remote_code}
+    finetune(args.recipe, [*args.overrides, *(override for override, given in flags.items() if given)])
     return 0
 
 
 def run_embed(args: argparse.Namespace) -> int:
     from .hub.embed import embed_file
 
-    try:
-        out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
-                         batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
-                         trust_remote_code=args.trust_remote_code)
-    except USER_ERRORS as error:
-        return fail(error)
+    out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
+                     batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
+                     trust_remote_code=args.trust_remote_code)
     print(f"vectors -> {out}")
     return 0
 
@@ -114,28 +91,22 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from .hub.export import export_run, hub_offline, push_folder
 
-    try:
-        if args.push_to_hub and hub_offline():  # say so before the export work, not after
-            raise ValueError(f"cannot push to {args.push_to_hub!r}: HF_HUB_OFFLINE is set; export without "
-                             "--push-to-hub, or unset it with network access.")
-        out = export_run(args.run_dir, args.out, encoder_only=args.encoder_only,
-                         finetune_metrics=args.finetune_metrics, repo_id=args.push_to_hub, license=args.license)
-        print(f"exported -> {out}")
-        if args.push_to_hub:
-            url = push_folder(out, args.push_to_hub, private=args.private)
-            print(f"pushed to {args.push_to_hub}: {url}")
-    except USER_ERRORS as error:
-        return fail(error)
+    if args.push_to_hub and hub_offline():  # say so before the export work, not after
+        raise ValueError(f"cannot push to {args.push_to_hub!r}: HF_HUB_OFFLINE is set; export without "
+                         "--push-to-hub, or unset it with network access.")
+    out = export_run(args.run_dir, args.out, encoder_only=args.encoder_only,
+                     finetune_metrics=args.finetune_metrics, repo_id=args.push_to_hub, license=args.license)
+    print(f"exported -> {out}")
+    if args.push_to_hub:
+        url = push_folder(out, args.push_to_hub, private=args.private)
+        print(f"pushed to {args.push_to_hub}: {url}")
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
     from .hub.report import write_report
 
-    try:
-        result = write_report(args.run_dir, args.out)
-    except USER_ERRORS as error:
-        return fail(error)
+    result = write_report(args.run_dir, args.out)
     print(f"report -> {result['markdown']}" + (f" ({len(result['images'])} plots)" if result["images"] else ""))
     if result["note"]:
         print(f"note: {result['note']}", file=sys.stderr)
@@ -146,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     """A stand-alone entry point with only these commands (tests, and until cli.py registers them)."""
     parser = argparse.ArgumentParser(prog="hf-pretrain")
     add_transfer_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    from .cli import run_command
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -34,9 +34,25 @@ def is_or_holds(folder: Path, path: Path) -> bool:
     return Path(folder).resolve() in (Path(path).resolve(), *Path(path).resolve().parents)
 
 
-def model_location(model: str) -> str:
-    """A run folder becomes its final/; anything else (a model folder, a Hub id) is used as given."""
-    return str(Path(model) / "final") if is_run_dir(Path(model)) else model
+def final_folder(run_dir: Path, error=RecipeError) -> Path:
+    """RUN/final, checked against its COMPLETE marker (the sha256 of every file, written last by the loop)."""
+    final = Path(run_dir) / "final"
+    if not (final / "config.json").is_file():
+        raise error(
+            f"{run_dir} has no final/config.json: a finished pretraining run folder (its output.dir) is needed; "
+            "a run that was stopped early can be finished by running the same pretrain command again."
+        )
+    problem = verify_complete(final)
+    if problem is not None:
+        raise error(f"{final} cannot be used: {problem}. Running the same pretrain command again rewrites final/ "
+                    "from the last checkpoint.")
+    return final
+
+
+def model_location(model: str, error=RecipeError) -> str:
+    """The model a user names: a run folder means its final/ (checked complete); anything else (a model folder, a
+    Hub id) is used as given. Fine-tuning, embed and export all read models through this."""
+    return str(final_folder(Path(model), error)) if is_run_dir(Path(model)) else model
 
 
 # --------------------------------------------------------------------------------------------------- integrity

@@ -233,6 +233,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict, keys: list[str], value: Any) -> None:
+    """Set one dotted key. A mapping given for a section the recipe already has is merged into it, so
+    `lora={}` turns an optional section on without dropping the settings a recipe file gives it."""
     node = data
     for key in keys[:-1]:
         child = node.get(key)
@@ -241,10 +243,17 @@ def apply_override(data: dict, keys: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise RecipeError(f"override {'.'.join(keys)}: {key!r} is a value, not a section.")
         node = child
-    node[keys[-1]] = value
+    current = node.get(keys[-1])
+    node[keys[-1]] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+# The key that marks each kind of recipe, and what the kind is called in messages.
+RECIPE_KINDS = {"pretrain": ("objective", "pretraining"), "finetune": ("task", "fine-tuning")}
+
+
+def read_recipe_data(name_or_path: str, overrides=(), command: str = "pretrain") -> dict:
+    """The mapping a YAML recipe (a path or a shipped name) holds, with `key=value` overrides applied: what both
+    kinds of recipe are built from. A recipe of the other kind is refused, naming the command that runs it."""
     path = resolve_recipe_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -252,12 +261,18 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
         raise RecipeError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}.")
-    if "task" in data and "objective" not in data:
-        raise RecipeError(f"recipe {name_or_path!r} is a fine-tuning recipe (it has 'task:'); run it with "
-                          f"`hf-pretrain finetune {name_or_path}`.")
+    own_key = RECIPE_KINDS[command][0]
+    for other, (key, kind) in RECIPE_KINDS.items():
+        if other != command and key in data and own_key not in data:
+            raise RecipeError(f"recipe {name_or_path!r} is a {kind} recipe (it has '{key}:'); run it with "
+                              f"`hf-pretrain {other} {name_or_path}`.")
     for override in overrides:
         apply_override(data, *parse_override(override))
-    return recipe_from_dict(data)
+    return data
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    return recipe_from_dict(read_recipe_data(name_or_path, overrides, "pretrain"))
 
 
 def recipe_from_dict(data: dict) -> Recipe:
@@ -422,12 +437,8 @@ def check_recipe(recipe: Recipe) -> None:
             "length (a length-bucketed sampler over the whole corpus), which needs the corpus in memory. Set "
             "data.streaming=false (data.max_documents caps how many are read), or stream with objective 'mlm'."
         )
-    if data.source == "files" and not data.train_files:
-        raise RecipeError("data.source='files' needs data.train_files (a path or glob, or a list of them).")
-    if data.source == "hub" and not data.hub_dataset:
-        raise RecipeError("data.source='hub' needs data.hub_dataset (a Hub dataset id).")
-    if train.warmup >= 1 and train.warmup != int(train.warmup):
-        raise RecipeError(f"train.warmup={train.warmup} is not allowed; use a fraction < 1 or a whole number of steps.")
+    check_data_source(data)
+    check_warmup(train.warmup)
     if recipe.model.embedding_init == "spectral" and recipe.model.init_from:
         raise RecipeError(
             f"model.embedding_init='spectral' with model.init_from={recipe.model.init_from!r}: a loaded checkpoint "
@@ -445,6 +456,31 @@ def check_recipe(recipe: Recipe) -> None:
             f"{recipe.objective!r} trains one stack at train.lr. Remove it, or set it to 1."
         )
     check_sections_fit_objective(recipe)
+
+
+# ----------------------------------------------------------------------------------- rules both kinds share
+def check_data_source(data) -> None:
+    """The data section of a pretraining or a fine-tuning recipe names what its source needs."""
+    if data.source == "files" and not data.train_files:
+        raise RecipeError("data.source='files' needs data.train_files (a path or glob, or a list of them).")
+    if data.source == "hub" and not data.hub_dataset:
+        raise RecipeError("data.source='hub' needs data.hub_dataset (a Hub dataset id, e.g. 'nyu-mll/glue').")
+
+
+def check_warmup(warmup: float) -> None:
+    if warmup >= 1 and warmup != int(warmup):
+        raise RecipeError(f"train.warmup={warmup} is not allowed; use a fraction < 1 or a whole number of steps.")
+
+
+def resolve_precision(precision: str) -> str:
+    """What train.precision means on this machine: 'fp32', 'bf16' or 'fp16'. `auto`: bf16 on GPUs that have it,
+    fp32 elsewhere (bf16 matmuls on CPUs without AMX are ~100x slower than fp32). Pretraining hands it to
+    Accelerate, fine-tuning to TrainingArguments; each spells it its own way."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def changed_keys(section, prefix: str) -> list[str]:

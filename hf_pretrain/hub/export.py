@@ -24,10 +24,10 @@ from pathlib import Path
 from ..folders import (
     OUTPUT_MARKER,
     check_output_dir,
+    final_folder,
     is_or_holds,
     save_tokenizer,
     swap_into_place,
-    verify_complete,
     write_output_marker,
 )
 from .card import write_card
@@ -44,23 +44,6 @@ class ExportError(ValueError):
     """The run folder cannot be exported as asked; the message says why and what to do."""
 
 
-def final_folder(run_dir: Path) -> Path:
-    """RUN/final, checked against its COMPLETE marker (the sha256 of every file, written last by the loop)."""
-    final = run_dir / "final"
-    if not (final / "config.json").is_file():
-        raise ExportError(
-            f"{run_dir} has no final/config.json: export needs a finished pretraining run folder (its output.dir); "
-            "a run that was stopped early can be finished by running the same pretrain command again."
-        )
-    problem = verify_complete(final)
-    if problem is not None:
-        raise ExportError(
-            f"{final} cannot be exported: {problem}. Running the same pretrain command again rewrites final/ from "
-            "the last checkpoint."
-        )
-    return final
-
-
 def model_type_of(folder: Path) -> str:
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     if model_type not in EXPORT_LOADERS:
@@ -68,18 +51,13 @@ def model_type_of(folder: Path) -> str:
     return model_type
 
 
-def save_model(final: Path, out: Path, model_type: str, encoder_only: bool) -> None:
+def save_model(final: Path, out: Path, model_type: str) -> None:
     """Re-save through save_pretrained so the code files, the full auto_map and (DAE) the generation config are
     written by the installed package, whatever wrote final/."""
     import transformers
 
     loader = getattr(transformers, EXPORT_LOADERS[model_type])
     model = loader.from_pretrained(final, trust_remote_code=False)  # model_type_of admitted only our families
-    if encoder_only:
-        if model_type != "hf_pretrain_dae":
-            raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
-        model.export_encoder(out)
-        return
     model.save_pretrained(out)
     if getattr(model, "can_generate", lambda: False)() and not (out / "generation_config.json").is_file():
         model.generation_config.save_pretrained(out)
@@ -95,6 +73,18 @@ def copy_tokenizer(final: Path, out: Path) -> None:
         from transformers import AutoTokenizer
 
         save_tokenizer(AutoTokenizer.from_pretrained(final, trust_remote_code=False), out)
+
+
+def export_dae_encoder(dae_dir: Path, out: Path) -> Path:
+    """A denoising autoencoder's encoder (and its tokenizer) as an encoder-family folder, which every fine-tuning
+    head loads: `export --encoder-only` and fine-tuning from an autoencoder both write it this way."""
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
+
+    config = json.loads((Path(dae_dir) / "config.json").read_text())
+    loader = AutoModelForSeq2SeqLM if "PretrainDAEForDenoising" in config.get("architectures", []) else AutoModel
+    loader.from_pretrained(dae_dir, trust_remote_code=False).export_encoder(out)  # our family: installed classes
+    copy_tokenizer(Path(dae_dir), Path(out))
+    return Path(out)
 
 
 def find_finetune_metrics(run_dir: Path) -> Path | None:
@@ -125,7 +115,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
                announce=print) -> Path:
     """Write the Hub-ready folder (default RUN/export, or RUN/export-encoder with encoder_only) and return it."""
     run_dir = Path(run_dir)
-    final = final_folder(run_dir)
+    final = final_folder(run_dir, error=ExportError)
     model_type = model_type_of(final)
     default = run_dir / ("export-encoder" if encoder_only else "export")
     out = Path(out) if out else default
@@ -150,8 +140,13 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
 
 def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: str, encoder_only: bool,
                        finetune_metrics, repo_id, license, model_name: str, announce=print) -> None:
-    save_model(final, staging, model_type, encoder_only)
-    copy_tokenizer(final, staging)
+    if encoder_only:
+        if model_type != "hf_pretrain_dae":
+            raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
+        export_dae_encoder(final, staging)
+    else:
+        save_model(final, staging, model_type)
+        copy_tokenizer(final, staging)
     for name, target in (("recipe.yaml", "recipe.yaml"), ("summary.json", "training_summary.json")):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / target)

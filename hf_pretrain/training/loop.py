@@ -23,7 +23,7 @@ from accelerate.utils import DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
 from ..folders import swap_into_place, write_complete_marker
-from ..recipe import Recipe, RecipeError, flat_items, resume_changes
+from ..recipe import Recipe, RecipeError, flat_items, resolve_precision, resume_changes
 from .checkpoint import (
     LOCK,
     TrainerState,
@@ -55,15 +55,6 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(
             f"stopped by signal {signal_number}; saved {checkpoint}. Run the same command again to resume."
         )
-
-
-def resolve_precision(precision: str) -> str:
-    """Accelerate's mixed_precision value. `auto`: bf16 on GPUs that have it, fp32 elsewhere (bf16 matmuls on
-    CPUs without AMX are ~100x slower than fp32)."""
-    if precision == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return "bf16" if cuda_bf16 else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.AdamW:
@@ -118,7 +109,7 @@ class Pretraining:
         train = recipe.train
         log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(train.precision),
+            mixed_precision=resolve_precision(train.precision).replace("fp32", "no"),  # Accelerate's fp32
             cpu=not torch.cuda.is_available(),
             log_with=log_with or None,
             project_dir=str(self.run_dir),

@@ -1,111 +1,19 @@
-"""Fine-tuning (hf_pretrain.finetune and `hf-pretrain finetune`) and the metric modules shipped for it.
-
-Models are tiny (hidden 32, 2 layers) and randomly initialized, data synthetic and easy: the tests check that the
-pipeline trains, scores offline and writes what it promises, and that easy signal is learned.
-"""
+"""Fine-tuning runs (hf_pretrain.finetune.run and `hf-pretrain finetune`): training on each task and problem type,
+warm start, linear probe, LoRA, the output folder and what it may replace, foreign code, and the model card."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_hub are imported
 
 import pytest
+import tiny_models
 import torch
+from finetune_helpers import QUIET, check_card, files_under, read_metrics, safetensors_state
 
-sys.path.insert(0, str(Path(__file__).parent / "hub"))  # the shared tiny-model helpers live with the hub tests
-import tiny_models  # noqa: E402
-
-from hf_pretrain.cli_transfer import main as transfer_main  # noqa: E402
-from hf_pretrain.finetune import finetune, finetune_recipe_from_dict, load_finetune_recipe  # noqa: E402
-from hf_pretrain.metrics import load_metric  # noqa: E402
-from hf_pretrain.recipe import RecipeError  # noqa: E402
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-QUIET = ["output.progress_bar=false", "train.logging_steps=1000"]
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return tiny_models.save_encoder(tmp_path_factory.mktemp("encoder"))
-
-
-@pytest.fixture(scope="module")
-def sentiment_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sentiment")
-    return (tiny_models.write_jsonl(folder / "train.jsonl", tiny_models.sentiment_rows(240, seed=1)),
-            tiny_models.write_jsonl(folder / "test.jsonl", tiny_models.sentiment_rows(60, seed=2)))
-
-
-def read_metrics(out: Path) -> dict:
-    return json.loads((out / "metrics.json").read_text())
-
-
-def safetensors_state(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-def check_card(out: Path, pipeline_tag: str, base_model: str | None = None):
-    """OUTPUT/model/README.md parses, names the task and the base model, and its model-index holds the scores
-    metrics.json holds for the fine-tuned model (the from-scratch baseline's are in the text table only)."""
-    from huggingface_hub import ModelCard
-    from huggingface_hub.repocard_data import model_index_to_eval_results
-
-    card = ModelCard.load(out / "model" / "README.md")
-    metrics = read_metrics(out)
-    data = card.data
-    assert data.library_name == "transformers" and data.pipeline_tag == pipeline_tag
-    assert {"hf_pretrain", "fine-tuned", pipeline_tag} <= set(data.tags)
-    assert data.base_model == base_model
-    split = "test" if "test" in metrics["runs"]["pretrained"] else "validation"
-    expected = {name: value for name, value in metrics["runs"]["pretrained"][split].items() if name != "loss"}
-    assert {r.metric_name: r.metric_value for r in data.eval_results} == pytest.approx(expected, abs=1e-4)
-    assert {(r.task_type, r.dataset_split) for r in data.eval_results} == {(pipeline_tag, split)}
-    model_name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])  # the Hub's own parser
-    assert model_name == out.name and len(parsed) == len(expected)
-    local = [metrics["model"], metrics["model_path"]] if base_model is None else []
-    local += metrics["dataset"]["name"].split(", ") if metrics["dataset"]["source"] == "files" else []
-    metadata = card.content.split("---")[1]
-    assert not [path for path in local if path in metadata]  # local paths mean nothing on the Hub: text only
-    return card
-
-
-# --------------------------------------------------------------------------------------------------- recipes
-def test_shipped_recipes_load_and_validate():
-    for name in ("finetune-classification", "finetune-ner", "finetune-sst2", "finetune-mrpc"):
-        recipe = load_finetune_recipe(name, ["model=some/model", "data.train_files=x.jsonl"])
-        assert recipe.model == "some/model"
-    assert load_finetune_recipe("finetune-mrpc").data.text_pair_column == "sentence2"
-    assert load_finetune_recipe("finetune-ner", ["data.train_files=x.jsonl"]).task == "token-classification"
-
-
-def test_recipe_errors_name_key_value_and_allowed():
-    with pytest.raises(RecipeError, match=r"unknown key 'train.epoch'.*did you mean 'train.epochs'.*Allowed in train: seed, lr"):
-        finetune_recipe_from_dict({"train": {"epoch": 3}})
-    with pytest.raises(RecipeError, match=r"task='ner' is not allowed; choose one of 'classification'"):
-        finetune_recipe_from_dict({"task": "ner"})
-    with pytest.raises(RecipeError, match=r"unknown key 'lora.target_module'.*did you mean 'lora.target_modules'"):
-        finetune_recipe_from_dict({"lora": {"target_module": ["o_proj"]}})
-    with pytest.raises(RecipeError, match="choose one of the two"):
-        finetune_recipe_from_dict({"lora": {}, "freeze_encoder": True})
-    with pytest.raises(RecipeError, match="metric_for_best_model='bleu'"):
-        finetune_recipe_from_dict({"train": {"metric_for_best_model": "bleu"}})
-    with pytest.raises(RecipeError, match="needs data.train_files"):
-        finetune_recipe_from_dict({"data": {"source": "files"}})
-    assert finetune_recipe_from_dict({"lora": {}}).lora.target_modules == ["qkv_proj", "o_proj", "up_proj", "down_proj"]
-    assert finetune_recipe_from_dict({"lora": None}).lora is None
-
-
-def test_cli_without_model_fails_with_a_clear_message(capsys):
-    assert transfer_main(["finetune", "finetune-classification"]) == 2
-    assert "model is not set" in capsys.readouterr().err
+from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.finetune import finetune, finetune_recipe_from_dict, load_finetune_recipe
+from hf_pretrain.recipe import RecipeError
 
 
 # --------------------------------------------------------------------------------------------------- training
@@ -235,25 +143,6 @@ def test_linear_probe_first_fits_the_head_on_the_frozen_encoder_for_both_runs(en
     assert "linear_probe" not in read_metrics(plain)["runs"]["pretrained"]
 
 
-def test_shrink_and_perturb_changes_only_the_encoder_matrices(encoder_dir):
-    from hf_pretrain.finetune import LabelScheme, build_model, shrink_and_perturb
-
-    scheme = LabelScheme("single_label_classification", ["neg", "pos"])
-    model = build_model(str(encoder_dir), "classification", scheme)
-    torch.manual_seed(5)
-    fresh = build_model(str(encoder_dir), "classification", scheme, from_scratch=True)
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    changed = shrink_and_perturb(model, fresh, shrink=0.4, perturb=0.3)
-    fresh_parameters = dict(fresh.named_parameters())
-    matrices = [n for n, p in model.named_parameters() if n.startswith("model.") and p.dim() >= 2]
-    assert changed == len(matrices) > 0
-    for name, parameter in model.named_parameters():
-        if name in matrices:
-            assert torch.allclose(parameter, 0.4 * before[name] + 0.3 * fresh_parameters[name], atol=1e-7)
-        else:  # norms, biases and the new head stay as loaded
-            assert torch.equal(parameter, before[name]), name
-
-
 def test_warm_start_applies_to_both_runs(encoder_dir, sentiment_files, tmp_path):
     train, _ = sentiment_files
     common = [f"model={encoder_dir}", "data.source=files", f"data.train_files={train}", "compare_scratch=true",
@@ -330,9 +219,6 @@ def test_builtin_task_is_the_default_data(encoder_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- what it touches
-def files_under(folder: Path) -> dict:
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
 
 def test_output_dir_refuses_a_pretraining_run_and_keeps_its_checkpoints(tmp_path, capsys):
     """Issue 15's probe: `finetune RECIPE model=RUN output.dir=RUN` deleted RUN/checkpoints."""
@@ -395,57 +281,6 @@ def test_finetune_runs_a_foreign_models_code_only_with_trust_remote_code(sentime
         transfer_main([*args, "--trust-remote-code"])
 
 
-# --------------------------------------------------------------------------------------------------- metrics
-def test_classification_metrics_match_hand_computed_values():
-    predictions, references = [0, 1, 1, 2, 2, 0], [0, 1, 0, 2, 1, 0]
-    assert load_metric("accuracy").compute(predictions=predictions, references=references)["accuracy"] == pytest.approx(4 / 6)
-    # per class (tp, fp, fn): 0 -> (2, 0, 1), 1 -> (1, 1, 1), 2 -> (1, 1, 0)
-    f1_per_class = [4 / 5, 2 / 4, 2 / 3]
-    f1 = load_metric("f1")
-    assert f1.compute(predictions=predictions, references=references)["f1"] == pytest.approx(sum(f1_per_class) / 3)
-    assert f1.compute(predictions=predictions, references=references, average="micro")["f1"] == pytest.approx(4 / 6)
-    scores = load_metric("precision_recall").compute(predictions=predictions, references=references)
-    assert scores["precision"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)
-    assert scores["recall"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
-    multi = load_metric("accuracy", "multilabel").compute(predictions=[[1, 0], [1, 1]], references=[[1, 0], [0, 1]])
-    assert multi["accuracy"] == pytest.approx(0.5)
-
-
-def test_classification_metrics_agree_with_scikit_learn():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    predictions, references = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
-    for average in ("macro", "micro", "weighted"):
-        ours = load_metric("f1").compute(predictions=predictions, references=references, average=average)["f1"]
-        assert ours == pytest.approx(sklearn_metrics.f1_score(references, predictions, average=average))
-    ours = load_metric("precision_recall").compute(predictions=predictions, references=references, average="weighted")
-    assert ours["recall"] == pytest.approx(sklearn_metrics.recall_score(references, predictions, average="weighted"))
-
-
-def test_seqeval_counts_whole_entities_only():
-    seqeval = load_metric("seqeval")
-    references = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-PER", "O"]]
-    predictions = [["B-PER", "O", "O", "B-LOC"], ["O", "I-PER", "O"]]  # PER cut short; I-PER opens an entity
-    scores = seqeval.compute(predictions=predictions, references=references)
-    # predicted entities: PER(0,0) wrong, LOC(3,3) right, PER(1,1) right -> precision 2/3, recall 2/3
-    assert scores["overall_precision"] == pytest.approx(2 / 3)
-    assert scores["overall_recall"] == pytest.approx(2 / 3)
-    assert scores["LOC"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "number": 1}
-    assert scores["PER"]["number"] == 2 and scores["PER"]["precision"] == pytest.approx(0.5)
-    assert scores["overall_accuracy"] == pytest.approx(5 / 7)
-    with pytest.raises(ValueError, match="'X-PER' is not a BIO tag"):
-        seqeval.compute(predictions=[["X-PER"]], references=[["O"]])
-
-
-def test_regression_metric():
-    scores = load_metric("regression").compute(predictions=[1.0, 2.0, 3.0, 4.0], references=[2.0, 2.0, 4.0, 5.0])
-    assert scores["mse"] == pytest.approx(0.75)
-    assert scores["mae"] == pytest.approx(0.75)
-    assert scores["spearman"] == pytest.approx(0.9486832980505138)
-
-
 def test_any_transformers_checkpoint_fine_tunes_with_its_own_inputs(tmp_path, sentiment_files):
     """A built-in transformers architecture (BERT) goes through the same path; its token_type_ids are kept
     because its forward takes them, and LoRA names that do not exist in it are refused clearly."""
@@ -481,7 +316,6 @@ def test_card_names_a_hub_base_model_and_hub_dataset_in_its_metadata(tmp_path):
     """What a run from a Hub model on a Hub dataset records (metrics.json as finetune writes it) becomes base_model
     and datasets; no training needed for that, so a tiny RoBERTa token classifier is saved as is."""
     import yaml
-    from huggingface_hub import ModelCard
     from transformers import RobertaConfig, RobertaForTokenClassification
 
     from hf_pretrain.hub.card import write_finetuned_card
@@ -512,3 +346,33 @@ def test_card_names_a_hub_base_model_and_hub_dataset_in_its_metadata(tmp_path):
     assert "linear probe: the encoder frozen" in card.text and "AdamW, lr 5e-05" in card.text
     assert "trust_remote_code" not in card.text and "| 0.3333 |" in card.text  # the test split, not validation
     assert yaml.safe_load(card.content.split("---")[1])["base_model"] == "someone/tiny-roberta"
+
+
+def test_trainer_fields_reach_the_training_arguments(tmp_path):
+    from hf_pretrain.finetune import training_arguments
+
+    recipe = load_finetune_recipe("finetune-classification", [
+        "model=some/model", "train.report_to=tensorboard", "train.activation_checkpointing=true",
+        "train.push_to_hub=true", "train.hub_model_id=me/tiny-classifier"])
+    arguments = training_arguments(recipe, tmp_path / "checkpoints", "f1")
+    assert arguments.report_to == ["tensorboard"] and arguments.activation_checkpointing
+    assert arguments.push_to_hub and arguments.hub_model_id == "me/tiny-classifier"
+    # The from-scratch baseline trains with the same settings but is not what the repository is for.
+    assert not training_arguments(recipe, tmp_path / "checkpoints", "f1", push_to_hub=False).push_to_hub
+    defaults = training_arguments(load_finetune_recipe("finetune-classification", ["model=m"]), tmp_path, "f1")
+    assert (defaults.report_to, defaults.activation_checkpointing, defaults.push_to_hub) == ([], False, False)
+
+
+def test_what_trainer_fields_need_from_the_machine_is_checked_before_any_work(tmp_path, monkeypatch):
+    from transformers.integrations import get_available_reporting_integrations
+
+    out = tmp_path / "out"
+    common = ["model=some/model", f"output.dir={out}"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RecipeError, match="train.push_to_hub=true cannot push to 'me/tiny': HF_HUB_OFFLINE is set"):
+        finetune("finetune-classification", [*common, "train.push_to_hub=true", "train.hub_model_id=me/tiny"])
+    missing = next(name for name in ("wandb", "mlflow", "comet_ml", "neptune")
+                   if name not in get_available_reporting_integrations())
+    with pytest.raises(RecipeError, match=f"train.report_to names '{missing}', which is not installed here"):
+        finetune("finetune-classification", [*common, f"train.report_to={missing}"])
+    assert not out.exists()
