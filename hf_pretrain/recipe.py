@@ -474,7 +474,7 @@ def check_warmup(warmup: float) -> None:
 
 def resolve_precision(precision: str) -> str:
     """What train.precision means on this machine: 'fp32', 'bf16' or 'fp16'. `auto`: bf16 on GPUs that have it,
-    fp32 elsewhere (bf16 matmuls on CPUs without AMX are ~100x slower than fp32). Pretraining hands it to
+    fp32 elsewhere (bf16 matmuls on CPUs without AMX run far slower than fp32). Pretraining hands it to
     Accelerate, fine-tuning to TrainingArguments; each spells it its own way."""
     if precision != "auto":
         return precision

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.collation import IGNORE_INDEX
 from ..recipe import RecipeError
 from .recipe import FinetuneDataSection, FinetuneRecipe
 
@@ -185,7 +186,7 @@ def tokenize_classification(splits, tokenizer, scheme: LabelScheme, data: Finetu
 def tokenize_tagging(splits, tokenizer, scheme: LabelScheme, data: FinetuneDataSection, max_length: int,
                      keep_columns: set[str]):
     """Words -> sub-tokens; the first sub-token of each word carries the word's tag, the rest and the special
-    tokens get -100 (ignored by the loss and the metrics)."""
+    tokens get IGNORE_INDEX (ignored by the loss and the metrics)."""
     if not getattr(tokenizer, "is_fast", False):
         raise RecipeError("token-classification needs a fast tokenizer (word_ids() maps sub-tokens to words).")
 
@@ -195,7 +196,7 @@ def tokenize_tagging(splits, tokenizer, scheme: LabelScheme, data: FinetuneDataS
         for row, tags in enumerate(batch[data.tags_column]):
             previous, targets = None, []
             for word in encoded.word_ids(row):
-                targets.append(-100 if word is None or word == previous else scheme.index(tags[word]))
+                targets.append(IGNORE_INDEX if word is None or word == previous else scheme.index(tags[word]))
                 previous = word
             labels.append(targets)
         encoded["labels"] = labels

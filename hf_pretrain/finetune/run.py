@@ -21,6 +21,7 @@ from ..folders import (
     save_tokenizer,
     write_output_marker,
 )
+from ..data.collation import IGNORE_INDEX
 from ..recipe import RecipeError, resolve_precision
 from .data import LabelScheme, label_scheme_for, load_task_data, tokenize_task
 from .model import (
@@ -234,7 +235,7 @@ def build_compute_metrics(task: str, scheme: LabelScheme):
         def tagging(prediction):
             logits, labels = logits_of(prediction.predictions), prediction.label_ids
             predicted = logits.argmax(-1)
-            keep = labels != -100
+            keep = labels != IGNORE_INDEX
             names = scheme.names
             refs = [[names[t] for t in row[mask]] for row, mask in zip(labels, keep)]
             preds = [[names[t] for t in row[mask]] for row, mask in zip(predicted, keep)]

@@ -54,6 +54,7 @@ class Objective(abc.ABC):
     """
 
     name: ClassVar[str]
+    config_class: type  # the family config a new model is built from (model.config holds its fields)
     tokenizer = None
     train_batch_sampler = None
 
@@ -61,6 +62,14 @@ class Objective(abc.ABC):
         self.recipe = recipe
         self.run_dir = run_dir
         self.announce = announce
+        if recipe.model.init_from is None:
+            model_config_from_recipe(self.config_class, recipe)  # fail on a bad model config before any work
+
+    def new_model(self, model_class, **config_fields):
+        """A randomly initialized model of the family, seeded by train.seed (the same weights on every rank);
+        `config_fields` are set from the data and override nothing the recipe may set."""
+        torch.manual_seed(self.recipe.train.seed)
+        return model_class(model_config_from_recipe(self.config_class, self.recipe, **config_fields))
 
     @property
     def eval_seed(self) -> int:
@@ -137,30 +146,24 @@ def vocab_rows(tokenizer) -> int:
 class TextObjective(Objective):
     """Text in, token ids, labels with IGNORE_INDEX where nothing is predicted.
 
-    The constructor checks the model config (before any data work), reads the text splits and prepares the
-    tokenizer; the subclass then builds its datasets, model (`new_model` seeds the initialization) and collators.
+    The constructor reads the text splits and prepares the tokenizer; the subclass then builds its datasets, model
+    (`new_model`: vocabulary size and padding id from the tokenizer) and collators.
     """
 
-    config_class: ClassVar[type]  # the family config a new model is built from
     tokenizer_objective: ClassVar[str]  # what a tokenizer trained here is for (special tokens, post-processor)
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         super().__init__(recipe, accelerator, run_dir, announce)
-        if recipe.model.init_from is None:
-            model_config_from_recipe(self.config_class, recipe)  # fail on a bad model config before any work
         self.train_texts, self.eval_texts = load_text_splits(recipe, announce)
         self.tokenizer = prepare_tokenizer(
             recipe, self.train_texts, accelerator, run_dir, self.tokenizer_objective, announce
         )
 
     def new_model(self, model_class, **config_fields):
-        """A randomly initialized model of the family, seeded by train.seed (the same weights on every rank)."""
-        torch.manual_seed(self.recipe.train.seed)
-        config = model_config_from_recipe(
-            self.config_class, self.recipe, vocab_size=vocab_rows(self.tokenizer),
-            pad_token_id=self.tokenizer.pad_token_id, **config_fields,
+        return super().new_model(
+            model_class, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+            **config_fields,
         )
-        return model_class(config)
 
     def apply_embedding_init(self, documents) -> None:
         """model.embedding_init=spectral: token embedding rows from the corpus's TF-IDF SVD (data/spectral.py).
@@ -264,7 +267,7 @@ class MaskedPositionsHead:
         return output
 
     def logits_and_targets(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, V) logits of the masked positions and their (N,) target ids, in the order of labels[labels != -100]."""
+        """(N, V) logits of the masked positions and their (N,) target ids, in the order of labels[labels != IGNORE_INDEX]."""
         labels = batch["labels"]
         self.selected = labels != IGNORE_INDEX
         try:
@@ -541,20 +544,23 @@ class FeatureDenoisingObjective(Objective):
 
     name = "dae-features"
 
+    @property
+    def config_class(self):
+        from ..models import PretrainDAEFeatureConfig
+
+        return PretrainDAEFeatureConfig
+
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.features import FeatureDataset, split_features
         from ..data.noising import FeatureNoiseCollator
-        from ..models import PretrainDAEFeatureConfig
 
-        super().__init__(recipe, accelerator, run_dir, announce)
-        section = recipe.features
         if "feature_size" in recipe.model.config:
             raise RecipeError(
                 f"model.config.feature_size={recipe.model.config['feature_size']!r}: it is derived from the data "
                 "(values per vector / features.feature_tokens); set features.feature_tokens instead."
             )
-        if recipe.model.init_from is None:
-            model_config_from_recipe(PretrainDAEFeatureConfig, recipe)  # fail on a bad model config before any work
+        super().__init__(recipe, accelerator, run_dir, announce)
+        section = recipe.features
         train, validation, description = self.load_vectors(recipe)
         if validation is None:
             train, validation = split_features(train, section.validation_fraction, recipe.train.seed)
@@ -578,7 +584,7 @@ class FeatureDenoisingObjective(Objective):
         )
         self.train_dataset, self.eval_dataset = FeatureDataset(train), FeatureDataset(validation)
         self.train_mean = torch.from_numpy(train.astype("float64").mean(axis=0)).float()  # (D,), eval's baseline
-        self.model = self.build_model(PretrainDAEFeatureConfig)
+        self.model = self.build_model()
         noise = dict(gaussian_std=section.gaussian_std, mask_rate=section.mask_rate)
         self.train_collator = FeatureNoiseCollator(**noise, seed=recipe.train.seed)
         self.eval_collator = FeatureNoiseCollator(**noise, seed=self.eval_seed)
@@ -612,7 +618,7 @@ class FeatureDenoisingObjective(Objective):
         train, validation = loaded
         return train.features, validation.features if validation else None, train.description
 
-    def build_model(self, config_class):
+    def build_model(self):
         from ..models import PretrainDAEForFeatureReconstruction
 
         recipe, tokens = self.recipe, self.recipe.features.feature_tokens
@@ -626,13 +632,11 @@ class FeatureDenoisingObjective(Objective):
                     "divides the vectors) or start from scratch."
                 )
         else:
-            torch.manual_seed(recipe.train.seed)
             # One position per feature token plus the summary token, unless the recipe sets it.
             positions = {"max_position_embeddings": tokens + 1}
             if "max_position_embeddings" in recipe.model.config:
                 positions = {}
-            config = model_config_from_recipe(config_class, recipe, feature_size=self.feature_size, **positions)
-            model = PretrainDAEForFeatureReconstruction(config)
+            model = self.new_model(PretrainDAEForFeatureReconstruction, feature_size=self.feature_size, **positions)
         if tokens + 1 > model.config.max_position_embeddings:
             raise RecipeError(
                 f"features.feature_tokens={tokens} needs model.config.max_position_embeddings >= {tokens + 1} (one "
