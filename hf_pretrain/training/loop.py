@@ -191,13 +191,19 @@ class Pretraining:
         return max(fractions)
 
     def should_stop(self) -> bool:
-        """Budget spent or a stop signal on any rank: all ranks stop together, after the same step."""
+        """Budget spent or a stop signal on any rank: all ranks stop together, after the same step.
+
+        The ranks also agree here on one clock, the slowest rank's elapsed time: with the step count and the tokens
+        (summed over ranks), the budget's progress, and so the next step's learning rate, is then the same on
+        every rank, as data parallelism needs (replicas with different learning rates drift apart)."""
         flags = torch.tensor(
-            [float(self.progress() >= 1.0), float(self.stop_signal is not None)], device=self.accelerator.device
+            [self.state.elapsed_seconds, float(self.stop_signal is not None)], device=self.accelerator.device
         )
-        spent, stop = self.accelerator.reduce(flags, reduction="max").tolist()  # one device-to-host read
+        elapsed, stop = self.accelerator.reduce(flags, reduction="max").tolist()  # one device-to-host read
+        if self.accelerator.num_processes > 1:
+            self.state.elapsed_seconds = elapsed
         self.interrupted = bool(stop)
-        return bool(spent or stop)
+        return self.progress() >= 1.0 or self.interrupted
 
     def request_stop(self, signal_number: int, _frame=None) -> None:
         """SIGTERM/SIGINT: finish the current step, save, stop. A second one stops at once."""
@@ -304,9 +310,13 @@ class Pretraining:
             wait_start = time.perf_counter()
             micro_batches = [self.next_batch(resumed_at) for _ in range(train.grad_accum)]
             data_wait = time.perf_counter() - wait_start
-            items = sum(self.objective.count_items(b) for b in micro_batches)
-            items = accelerator.reduce(items.to(accelerator.device), reduction="sum")
-            tokens = sum(self.objective.count_tokens(b) for b in micro_batches) * accelerator.num_processes
+            # The step's predicted items (the loss's denominator) and tokens (the budget), summed over ranks in one
+            # collective: a rank's tokens differ from another's when documents have different lengths.
+            local_items = sum(self.objective.count_items(b) for b in micro_batches).to(torch.int64)
+            local_tokens = sum(self.objective.count_tokens(b) for b in micro_batches)
+            counts = torch.stack([local_items, torch.tensor(local_tokens, device=local_items.device)])
+            items, tokens = accelerator.reduce(counts.to(accelerator.device), reduction="sum")
+            tokens = int(tokens)
 
             # ---- lr for this step
             lr = train.lr * lr_multiplier(

@@ -289,6 +289,51 @@ def test_two_processes_match_one_process_and_only_rank_zero_writes(tmp_path, tin
     assert summary_two["final_eval"]["loss"] == pytest.approx(summary_one["final_eval"]["loss"], abs=1e-4)
 
 
+RANK_RECORDER = """\
+import hashlib, json, sys
+from hf_pretrain.recipe import load_recipe
+from hf_pretrain.training.loop import Pretraining
+
+class Recorder(Pretraining):  # the lr each rank trains every micro-batch with
+    def forward_loss(self, batch, items_in_step):
+        self.lrs.append(self.optimizer.param_groups[0]["lr"])
+        return super().forward_loss(batch, items_in_step)
+
+run = Recorder(load_recipe(sys.argv[1], sys.argv[3:]), announce=lambda *_: None)
+run.lrs = []
+run.run()
+model = run.accelerator.unwrap_model(run.model)
+weights = {k: hashlib.sha256(v.detach().contiguous().numpy().tobytes()).hexdigest() for k, v in model.state_dict().items()}
+record = {"lrs": run.lrs, "weights": weights, "tokens": run.state.tokens_seen, "steps": run.state.step}
+open(f"{sys.argv[2]}/rank{run.accelerator.process_index}.json", "w").write(json.dumps(record))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
+def test_two_ranks_keep_one_learning_rate_under_a_token_budget_with_documents_of_different_lengths(
+        tmp_path, tiny_recipe_fixed_tokenizer):
+    """Under train.max_tokens the lr follows the tokens seen; the denoising objective's batches hold documents of
+    different lengths, so each rank's own count differs. Counted over both ranks, every rank trains every step with
+    the same lr, and the replicas stay identical."""
+    script = tmp_path / "record_ranks.py"
+    script.write_text(RANK_RECORDER)
+    out = tmp_path / "ranks"
+    out.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         str(script), str(tiny_recipe_fixed_tokenizer), str(out), f"output.dir={tmp_path / 'run'}", *DAE_SETTINGS,
+         "train.max_steps=null", "train.max_tokens=6000", "train.schedule=linear", "train.warmup=0.3",
+         "train.batch_size=4"],
+        env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    first, second = (json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert first["steps"] == second["steps"] >= 4 and first["tokens"] == second["tokens"] >= 6000
+    assert len(set(first["lrs"])) > 2  # the schedule moved, so equal lrs are not trivially equal
+    assert first["lrs"] == second["lrs"]
+    assert first["weights"] == second["weights"]
+
+
 # ----------------------------------------------------------------------------------------------- resume edges
 def test_a_torn_metrics_line_blocks_neither_resume_nor_report(tmp_path, tiny_recipe_fixed_tokenizer):
     """A kill or a full disk mid-write leaves half a record at the end of metrics.jsonl."""
