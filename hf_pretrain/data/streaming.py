@@ -19,24 +19,14 @@ import numpy as np
 
 from .encoding import TOKENIZE_BATCH_SIZE, DocumentEncoder, minimum_document_tokens
 from .packing import BlockPacker, PackingReport
+from .tokenizer import batches_of_text
 
 logger = logging.getLogger(__name__)
 
 
 def iter_text_batches(texts: Iterable, text_column: str, batch_size: int) -> Iterator[list[str]]:
-    batch = []
-    for item in texts:
-        text = item[text_column] if isinstance(item, dict) else item
-        if not isinstance(text, str):
-            raise ValueError(
-                f"texts yields {type(text).__name__} values; expected str (or dicts with a {text_column!r} str)."
-            )
-        batch.append(text)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Lists of `batch_size` strings from an iterable of strings or of dicts holding one under `text_column`."""
+    return batches_of_text((item[text_column] if isinstance(item, dict) else item for item in texts), batch_size)
 
 
 class PackedStream:
