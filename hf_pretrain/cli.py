@@ -63,8 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
 def run_pretrain(args: argparse.Namespace) -> int:
     from . import pretrain
 
-    print_summary(pretrain(args.recipe, args.overrides, restart=args.restart))
+    result = pretrain(args.recipe, args.overrides, restart=args.restart)
+    print_summary(result)
+    if result["objective"] == "clm":
+        print_sample_continuations(result["final_dir"])
     return 0
+
+
+# Prompts in the built-in corpus's register (stdlib docstrings); on your own text they show the model's style.
+SAMPLE_PROMPTS = ("Return the", "This module provides", "Raise ValueError if")
+
+
+def print_sample_continuations(final_dir: str, max_new_tokens: int = 24) -> None:
+    """A causal LM's greedy continuations of a few prompts, printed once (by the main process)."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    from .hub.generate import generate_text, load_causal_lm
+
+    model, tokenizer = load_causal_lm(final_dir)
+    print("\nsample continuations (greedy; hf-pretrain generate RUN \"prompt\" for more):")
+    for prompt in SAMPLE_PROMPTS:
+        text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+        print(f"  {prompt}|{' '.join(text.split())}")
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:

@@ -1,8 +1,11 @@
-"""The `finetune`, `embed`, `export` and `report` subcommands of `hf-pretrain` (added by `add_transfer_commands`).
+"""The `finetune`, `embed`, `generate`, `export` and `report` subcommands of `hf-pretrain` (added by
+`add_transfer_commands`).
 
     hf-pretrain finetune RECIPE [key=value ...] [--compare-scratch] [--freeze-encoder] [--lora] [--trust-remote-code]
     hf-pretrain embed MODEL FILE --out vectors.npy|vectors.parquet [--column text] [--pooling auto|mean|cls|pooler]
                       [--trust-remote-code]
+    hf-pretrain generate MODEL PROMPT [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
+                         [--trust-remote-code]
     hf-pretrain export RUN_DIR [--out DIR] [--push-to-hub user/name] [--private] [--encoder-only]
     hf-pretrain report RUN_DIR [--out DIR]
 
@@ -21,7 +24,7 @@ TRUST_HELP = ("run the Python code a model folder or Hub repository ships (its a
 
 
 def add_transfer_commands(subparsers) -> None:
-    """Register the four subcommands on the `add_subparsers()` object of the main parser."""
+    """Register the five subcommands on the `add_subparsers()` object of the main parser."""
     finetune = subparsers.add_parser(
         "finetune", help="fine-tune a pretrained model on classification or NER (transformers.Trainer)",
         description="Fine-tune from a recipe: finetune-classification, finetune-ner, finetune-sst2, finetune-mrpc "
@@ -49,6 +52,17 @@ def add_transfer_commands(subparsers) -> None:
     embed.add_argument("--normalize", action="store_true", help="scale every vector to unit length")
     embed.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     embed.set_defaults(handler=run_embed)
+
+    generate = subparsers.add_parser("generate", help="continue a prompt with a causal LM (objective clm)")
+    generate.add_argument("model", help="a run folder, model folder or Hub id of a causal LM")
+    generate.add_argument("prompt", help="the text to continue")
+    generate.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to add (default 50)")
+    generate.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                          help="0: greedy (default); above 0: sampling with top-p")
+    generate.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling mass (default 0.95)")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    generate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    generate.set_defaults(handler=run_generate)
 
     export = subparsers.add_parser("export", help="a Hub-ready folder (weights, code, tokenizer, card) from a run")
     export.add_argument("run_dir", help="a pretraining run folder (its output.dir)")
@@ -85,6 +99,17 @@ def run_embed(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
                      trust_remote_code=args.trust_remote_code)
     print(f"vectors -> {out}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from .hub.generate import check_generation_settings, generate_text, load_causal_lm
+
+    check_generation_settings(args.max_new_tokens, args.temperature, args.top_p)  # before loading anything
+    model, tokenizer = load_causal_lm(args.model, trust_remote_code=args.trust_remote_code)
+    text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    print(args.prompt + text)
     return 0
 
 

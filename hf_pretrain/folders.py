@@ -21,7 +21,7 @@ SET_ASIDE = ".replaced-"  # an older copy (of a checkpoint step or of final/) wh
 # hold: a later run of the same command replaces such a folder; any other non-empty folder is refused.
 OUTPUT_MARKER = ".hf_pretrain_output.json"
 # Our families: loaded through the classes `import hf_pretrain` registers, never through a folder's .py files.
-OWN_MODEL_TYPES = frozenset({"hf_pretrain_encoder", "hf_pretrain_dae", "hf_pretrain_dae_features"})
+OWN_MODEL_TYPES = frozenset({"hf_pretrain_encoder", "hf_pretrain_decoder", "hf_pretrain_dae", "hf_pretrain_dae_features"})
 
 
 # --------------------------------------------------------------------------------------------------- run folders

@@ -188,7 +188,7 @@ class SerializableRecipe:
 
 @dataclass
 class Recipe(SerializableRecipe):
-    objective: str = choice("mlm", "mlm", "dae", "dae-features")
+    objective: str = choice("mlm", "mlm", "clm", "dae", "dae-features")
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)

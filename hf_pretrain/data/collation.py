@@ -7,6 +7,7 @@ Public API
     (dicts with `input_ids` and optionally `position_ids`, `word_starts`, `example_index`) as one batch.
 `padded_width(lengths, pad_to_multiple_of)`, `pad_rows(rows, fill, width)`, `attention_mask(lengths, width)`: the
     pieces, for collators whose rows are plain id lists (the denoising collator pads inputs and labels apart).
+`CausalLMCollator`: packed rows -> next-token batches (the causal LM's collator; it has no noise).
 """
 
 from __future__ import annotations
@@ -60,3 +61,34 @@ def pad_features(rows: list[dict], pad_token_id: int, pad_to_multiple_of: int | 
     if "example_index" in rows[0]:
         batch["example_index"] = torch.as_tensor(np.asarray([int(row["example_index"]) for row in rows]))
     return batch
+
+
+class CausalLMCollator:
+    """Packed rows -> a causal-LM batch: `labels` are the input ids (the model shifts them: position t predicts
+    token t + 1), IGNORE_INDEX where a token has nothing before it to predict it from — a row's first token and
+    each document's first token (position id 0) — so no document is predicted from the end of another.
+
+    `with_position_ids=False` leaves the per-document positions out (a transformers family continued here makes its
+    own, as run_clm.py's rows do). No randomness: `set_epoch` exists for the loop's contract only."""
+
+    def __init__(self, pad_token_id: int, with_position_ids: bool = True):
+        self.pad_token_id = pad_token_id
+        self.with_position_ids = with_position_ids
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = pad_features(rows, self.pad_token_id)
+        input_ids = batch["input_ids"]  # (B, L)
+        labels = input_ids.clone()
+        labels[:, 0] = IGNORE_INDEX
+        if "position_ids" in batch:
+            labels[batch["position_ids"] == 0] = IGNORE_INDEX
+        if "attention_mask" in batch:
+            labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        out = {"input_ids": input_ids, "labels": labels}
+        for name in ("position_ids", "attention_mask") if self.with_position_ids else ("attention_mask",):
+            if name in batch:
+                out[name] = batch[name]
+        return out

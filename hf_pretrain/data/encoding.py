@@ -27,8 +27,13 @@ TOKENIZE_BATCH_SIZE = 1000
 
 def boundary_token_ids(tokenizer) -> tuple[int | None, int | None]:
     """The (start, end) ids to add around each document by hand, or (None, None) when the tokenizer's own
-    post-processor already adds them (our trained tokenizers do: [CLS] ... [SEP])."""
-    if tokenizer.backend_tokenizer.num_special_tokens_to_add(False) > 0:
+    post-processor already adds them (our masked-LM and autoencoder tokenizers do: [CLS] ... [SEP])."""
+    added = tokenizer.backend_tokenizer.num_special_tokens_to_add(False)
+    if added == 1 and tokenizer("", add_special_tokens=True)["input_ids"] == [tokenizer.bos_token_id]:
+        # A causal LM's tokenizer (ours for clm, Llama's) adds only bos, so that a prompt starts as a document
+        # does; each document still gets its eos here, so the model learns where a text ends.
+        return None, tokenizer.eos_token_id
+    if added > 0:
         return None, None
     for start_role, end_role in (("cls_token_id", "sep_token_id"), ("bos_token_id", "eos_token_id")):
         start, end = getattr(tokenizer, start_role, None), getattr(tokenizer, end_role, None)

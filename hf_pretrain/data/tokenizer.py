@@ -41,7 +41,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
-OBJECTIVES = ("mlm", "dae")
+OBJECTIVES = ("mlm", "dae", "clm")
 # Roles are the keyword names PreTrainedTokenizerFast takes, so they pass straight through.
 SPECIAL_TOKEN_ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
 MLM_SPECIAL_TOKENS = {
@@ -53,6 +53,8 @@ MLM_SPECIAL_TOKENS = {
 }
 # The denoising decoder starts from bos and learns to stop at eos; the encoder still reads [CLS] text [SEP].
 DAE_SPECIAL_TOKENS = {**MLM_SPECIAL_TOKENS, "bos_token": "[BOS]", "eos_token": "[EOS]"}
+# A causal LM reads [BOS] text and predicts up to [EOS]; it has no [CLS]/[SEP]/[MASK].
+CLM_SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 FILLER_TOKEN_FORMAT = "[unused{}]"
 TRAINING_BATCH_SIZE = 1000
 
@@ -60,7 +62,7 @@ TRAINING_BATCH_SIZE = 1000
 def special_tokens_for(objective: str) -> dict[str, str]:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not supported; allowed: {', '.join(OBJECTIVES)}.")
-    return dict(MLM_SPECIAL_TOKENS if objective == "mlm" else DAE_SPECIAL_TOKENS)
+    return dict({"mlm": MLM_SPECIAL_TOKENS, "dae": DAE_SPECIAL_TOKENS, "clm": CLM_SPECIAL_TOKENS}[objective])
 
 
 def round_up(value: int, multiple: int | None) -> int:
@@ -143,8 +145,15 @@ def build_untrained_pipeline(kind: str, vocab_size: int, lowercase: bool, specia
     return tokenizer, trainer
 
 
-def boundary_post_processor(tokenizer: Tokenizer, special_tokens: Mapping[str, str]) -> processors.TemplateProcessing:
-    """[CLS] $A [SEP] (pairs: [CLS] $A [SEP] $B [SEP]), or the same with bos/eos when cls/sep are absent."""
+def boundary_post_processor(tokenizer: Tokenizer, special_tokens: Mapping[str, str],
+                            objective: str = "mlm") -> processors.TemplateProcessing:
+    """[CLS] $A [SEP] (pairs: [CLS] $A [SEP] $B [SEP]), or the same with bos/eos when cls/sep are absent. For a
+    causal LM only [BOS] $A: a prompt must not end with [EOS] (the packer ends each training document with it)."""
+    if objective == "clm":
+        start = special_tokens["bos_token"]
+        return processors.TemplateProcessing(
+            single=f"{start} $A", pair=f"{start} $A $B:1", special_tokens=[(start, tokenizer.token_to_id(start))]
+        )
     if "cls_token" in special_tokens and "sep_token" in special_tokens:
         start, end = special_tokens["cls_token"], special_tokens["sep_token"]
     else:
@@ -259,7 +268,7 @@ def train_tokenizer(
     if documents == 0:
         raise ValueError("texts is empty; a tokenizer needs at least one document to learn from.")
     backend = canonical_vocabulary_order(backend, ordered_specials)
-    backend.post_processor = boundary_post_processor(backend, special_tokens)
+    backend.post_processor = boundary_post_processor(backend, special_tokens, objective)
     # A small corpus can stop the trainer short of the target; fillers keep the size a multiple anyway.
     add_filler_tokens(backend, round_up(backend.get_vocab_size(with_added_tokens=True), vocab_multiple))
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length, **special_tokens)

@@ -20,6 +20,7 @@ FINETUNED_TEMPLATE_NAME = "finetuned_model_card.md"
 FAMILIES = {
     # model_type: (pipeline_tag, family tag, description)
     "hf_pretrain_encoder": ("fill-mask", "masked-lm", "masked-language-model encoder (hf_pretrain encoder family)"),
+    "hf_pretrain_decoder": ("text-generation", "causal-lm", "GPT-style causal language model (hf_pretrain decoder family)"),
     # transformers 5 removed the text2text-generation pipeline; feature-extraction runs on the autoencoder's encoder
     # (AutoModel without decoder inputs), and the card shows generate() for reconstruction.
     "hf_pretrain_dae": ("feature-extraction", "denoising-autoencoder",

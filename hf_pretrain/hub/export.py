@@ -35,6 +35,7 @@ from .report import PlotsUnavailable, plot_loss, read_run
 
 EXPORT_LOADERS = {  # model_type -> the Auto class that loads the run's final model with its head
     "hf_pretrain_encoder": "AutoModelForMaskedLM",
+    "hf_pretrain_decoder": "AutoModelForCausalLM",
     "hf_pretrain_dae": "AutoModelForSeq2SeqLM",
     "hf_pretrain_dae_features": "AutoModel",
 }

@@ -281,67 +281,54 @@ class MaskedPositionsHead:
         return F.cross_entropy(logits.float(), targets, reduction="sum") / items_in_step.to(logits.device)
 
 
-def transformers_mlm_flops(model, tokens: int, predicted: int, sequence_length: int) -> float:
-    """Useful FLOPs of a transformers masked LM whose head runs on the `predicted` positions only: 6 per linear
-    weight per token (the body's on every token, the head's on the predicted ones), attention over the packed row
-    (configs without `num_hidden_layers`/`hidden_size` leave attention uncounted)."""
+def transformers_flops(model, tokens: int, predicted: int, sequence_length: int) -> float:
+    """Useful FLOPs of a transformers model continued here: 6 per linear weight per token (the body's on every
+    token, the head's on the `predicted` ones), attention over the packed row (configs without
+    `num_hidden_layers`/`hidden_size` leave attention uncounted)."""
     from ..models.layers import attention_flops, linear_weight_count
 
     body = linear_weight_count(model.base_model)
-    head = linear_weight_count(model, exclude=(model.base_model,))  # everything outside the body: the MLM head
+    head = linear_weight_count(model, exclude=(model.base_model,))  # everything outside the body: the LM head
     config = model.config
     layers, width = getattr(config, "num_hidden_layers", 0), getattr(config, "hidden_size", 0)
     return float(6 * body * tokens + 6 * head * predicted + attention_flops(layers, sequence_length, width, tokens))
 
 
-class MaskedLMObjective(TextObjective):
-    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
-    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
+def load_transformers_checkpoint(auto_class, recipe: Recipe, tokenizer, announce):
+    """model.init_from through a transformers Auto class, with the recipe's attention implementation where the
+    family has it, and the vocabulary grown to the tokenizer's where needed."""
+    try:
+        model = auto_class.from_pretrained(recipe.model.init_from, attn_implementation=recipe.model.attn_implementation)
+    except ValueError as error:  # e.g. DeBERTa-v2 has no SDPA path: use the family's own default
+        if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
+            raise
+        model = auto_class.from_pretrained(recipe.model.init_from)
+        announce(
+            f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
+            f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})"
+        )
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(vocab_rows(tokenizer))
+    return model
 
-    name = "mlm"
-    tokenizer_objective = "mlm"
 
-    @property
-    def config_class(self):
-        from ..models import PretrainEncoderConfig
+class PackedTextObjective(TextObjective):
+    """Text packed into fixed-length blocks of concatenated documents (in memory, cached, or streamed)."""
 
-        return PretrainEncoderConfig
-
-    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
-        from ..data.masking import MaskingCollator
-
-        super().__init__(recipe, accelerator, run_dir, announce)
-        word_starts = recipe.masking.whole_word or recipe.masking.span
+    def build_packed_datasets(self, accelerator, with_word_starts: bool) -> None:
+        recipe, block_size = self.recipe, self.recipe.data.block_size
         self.streaming = recipe.data.streaming
-        block_size = recipe.data.block_size
         if self.streaming:
-            self.train_dataset = StreamedBlocks(self.train_texts, self.tokenizer, block_size, word_starts)
+            self.train_dataset = StreamedBlocks(self.train_texts, self.tokenizer, block_size, with_word_starts)
             eval_rows = recipe.train.eval_batches * recipe.train.batch_size * accelerator.num_processes
-            self.eval_dataset = first_blocks(self.eval_texts, self.tokenizer, block_size, word_starts, eval_rows)
+            self.eval_dataset = first_blocks(self.eval_texts, self.tokenizer, block_size, with_word_starts, eval_rows)
         else:
             from ..data.packing import pack_dataset
 
             self.train_dataset, self.eval_dataset = prepare_splits(
-                pack_dataset, self.train_texts, self.eval_texts, self.tokenizer, accelerator, announce,
-                block_size=block_size, num_proc=recipe.data.num_proc, with_word_starts=word_starts,
+                pack_dataset, self.train_texts, self.eval_texts, self.tokenizer, accelerator, self.announce,
+                block_size=block_size, num_proc=recipe.data.num_proc, with_word_starts=with_word_starts,
             )
-        self.model = self.build_model()
-        self.own_family = self.model.config.model_type == "hf_pretrain_encoder"
-        self.masked_positions_head = None if self.own_family else MaskedPositionsHead(self.model)
-        self.apply_embedding_init(self.training_documents)
-        per_document, description = packing_plan(self.model)
-        announce(f"packing: {description}")
-        masking = recipe.masking
-        collator_settings = dict(
-            mlm_probability=masking.mlm_probability,
-            mask_replace_prob=masking.mask_replace_prob,
-            random_replace_prob=masking.random_replace_prob,
-            whole_word=masking.whole_word,
-            span=masking.span,
-            with_position_ids=per_document,
-        )
-        self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
-        self.eval_collator = MaskingCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
 
     def training_documents(self):
         """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed
@@ -362,6 +349,43 @@ class MaskedLMObjective(TextObjective):
             for segment in segments_of_packed_rows(chunk["input_ids"], chunk["position_ids"])
         )
 
+
+class MaskedLMObjective(PackedTextObjective):
+    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
+    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
+
+    name = "mlm"
+    tokenizer_objective = "mlm"
+
+    @property
+    def config_class(self):
+        from ..models import PretrainEncoderConfig
+
+        return PretrainEncoderConfig
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.masking import MaskingCollator
+
+        super().__init__(recipe, accelerator, run_dir, announce)
+        self.build_packed_datasets(accelerator, with_word_starts=recipe.masking.whole_word or recipe.masking.span)
+        self.model = self.build_model()
+        self.own_family = self.model.config.model_type == "hf_pretrain_encoder"
+        self.masked_positions_head = None if self.own_family else MaskedPositionsHead(self.model)
+        self.apply_embedding_init(self.training_documents)
+        per_document, description = packing_plan(self.model)
+        announce(f"packing: {description}")
+        masking = recipe.masking
+        collator_settings = dict(
+            mlm_probability=masking.mlm_probability,
+            mask_replace_prob=masking.mask_replace_prob,
+            random_replace_prob=masking.random_replace_prob,
+            whole_word=masking.whole_word,
+            span=masking.span,
+            with_position_ids=per_document,
+        )
+        self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
+        self.eval_collator = MaskingCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
+
     def build_model(self):
         from ..models import PretrainEncoderForMaskedLM
 
@@ -374,22 +398,8 @@ class MaskedLMObjective(TextObjective):
         (and the added domain words' rows initialized) where needed."""
         from transformers import AutoModelForMaskedLM
 
-        recipe = self.recipe
-        try:
-            model = AutoModelForMaskedLM.from_pretrained(
-                recipe.model.init_from, attn_implementation=recipe.model.attn_implementation
-            )
-        except ValueError as error:  # e.g. DeBERTa-v2 has no SDPA path: use the family's own default
-            if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
-                raise
-            model = AutoModelForMaskedLM.from_pretrained(recipe.model.init_from)
-            self.announce(
-                f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
-                f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})"
-            )
-        if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
-            model.resize_token_embeddings(vocab_rows(self.tokenizer))
-        if recipe.tokenizer.add_tokens:  # a resumed run loads its checkpoint's rows over these
+        model = load_transformers_checkpoint(AutoModelForMaskedLM, self.recipe, self.tokenizer, self.announce)
+        if self.recipe.tokenizer.add_tokens:  # a resumed run loads its checkpoint's rows over these
             init_domain_rows(model, self.run_dir / "tokenizer")
         return model
 
@@ -411,7 +421,65 @@ class MaskedLMObjective(TextObjective):
         length = self.recipe.data.block_size
         if self.own_family:
             return self.model.training_flops(tokens, predicted, length)
-        return transformers_mlm_flops(self.model, tokens, predicted, length)
+        return transformers_flops(self.model, tokens, predicted, length)
+
+
+# ----------------------------------------------------------------------------------------------- causal LM
+class CausalLMObjective(PackedTextObjective):
+    """Packed blocks of the corpus, next-token prediction; our decoder family (per-document positions and
+    attention, so no document sees another) or a transformers causal LM continued from `model.init_from` (rows of
+    concatenated documents with its own positions, as run_clm.py makes them). Eval: loss, perplexity, next-token
+    accuracy on the held-out blocks."""
+
+    name = "clm"
+    tokenizer_objective = "clm"
+
+    @property
+    def config_class(self):
+        from ..models import PretrainDecoderConfig
+
+        return PretrainDecoderConfig
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.collation import CausalLMCollator
+
+        super().__init__(recipe, accelerator, run_dir, announce)
+        self.build_packed_datasets(accelerator, with_word_starts=False)
+        self.model = self.build_model()
+        self.own_family = self.model.config.model_type == "hf_pretrain_decoder"
+        self.apply_embedding_init(self.training_documents)
+        if self.own_family:
+            announce("packing: per-document positions and attention within each document (hf_pretrain decoder)")
+        else:
+            announce(f"packing: {type(self.model).__name__}: rows of concatenated documents as run_clm.py makes them "
+                     "(the model's own positions, attention across the documents of a row)")
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.train_collator = CausalLMCollator(pad, with_position_ids=self.own_family)
+        self.eval_collator = self.train_collator  # no noise: eval batches are the same at every eval
+
+    def build_model(self):
+        from transformers import AutoModelForCausalLM
+
+        from ..models import PretrainDecoderForCausalLM
+
+        if self.recipe.model.init_from:
+            return load_transformers_checkpoint(AutoModelForCausalLM, self.recipe, self.tokenizer, self.announce)
+        return self.new_model(
+            PretrainDecoderForCausalLM, bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id
+        )
+
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        logits = model(**batch).logits[:, :-1]  # (B, L-1, V): position t predicts token t + 1
+        targets = batch["labels"][:, 1:]  # (B, L-1)
+        valid = targets != IGNORE_INDEX
+        return predicted_token_sums(logits[valid], targets[valid])
+
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        tokens = sum(self.count_tokens(b) for b in micro_batches)
+        length = self.recipe.data.block_size
+        if self.own_family:
+            return self.model.training_flops(tokens, length)
+        return transformers_flops(self.model, tokens, tokens, length)
 
 
 # ----------------------------------------------------------------------------------------------- autoencoder
@@ -698,6 +766,7 @@ class FeatureDenoisingObjective(Objective):
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MaskedLMObjective,
+    "clm": CausalLMObjective,
     "dae": DenoisingObjective,
     "dae-features": FeatureDenoisingObjective,
 }
