@@ -150,6 +150,8 @@ def describe_objective(recipe: dict) -> str:
     if recipe.get("objective") == "dae":
         noise = {k: v for k, v in recipe.get("noise", {}).items() if v}
         return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
+    if recipe.get("objective") == "clm":
+        return "causal language modeling: predict each next token, documents packed with per-document attention"
     masking = recipe.get("masking", {})
     return f"masked language modeling, {masking.get('mlm_probability', 0.15):.0%} of tokens masked" + (
         ", whole words" if masking.get("whole_word") else ", spans" if masking.get("span") else ""

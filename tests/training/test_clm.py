@@ -111,6 +111,15 @@ def test_tiny_clm_run_trains_and_generates_through_the_cli(tmp_path, tiny_clm):
     assert again.stdout == generated.stdout  # temperature 0: greedy, the same text every time
     bad = run_cli(tmp_path, "generate", str(run_dir), "x", "--max-new-tokens", "0", check=False)
     assert bad.returncode == 2 and "--max-new-tokens=0" in bad.stderr
+    assert "sample continuations" in result.stdout
+
+    run_cli(tmp_path, "export", str(run_dir))
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run_dir / "export" / "README.md")
+    assert card.data.pipeline_tag == "text-generation" and 'pipeline("text-generation"' in card.text
+    config = json.loads((run_dir / "export" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"].endswith("PretrainDecoderForCausalLM")
 
 
 def test_killed_clm_run_resumes_exactly(tmp_path, tiny_clm):
