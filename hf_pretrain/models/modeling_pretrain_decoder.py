@@ -401,6 +401,8 @@ class PretrainDecoderForCausalLM(PretrainDecoderPreTrainedModel, GenerationMixin
         next-token cross-entropy over `next_token_targets(labels, documents)`; with Trainer's `num_items_in_batch`
         (in kwargs) the summed loss is divided by it, so gradient accumulation weighs every target token equally.
         A padding-free collator's `shift_labels` (B, T) (already aligned with the logits) is used as given.
+        Packed rows under Trainer: Trainer counts `labels[..., 1:] != -100`, so put -100 at each document's first
+        label (as `DataCollatorWithFlattening` does) for its count to equal the targets used here.
         `logits_to_keep`: compute logits only for the last n positions (0: all) or the given indices — generate()
         passes 1, which skips the vocabulary projection of every prompt token but the last.
         """

@@ -145,6 +145,49 @@ def test_loss_is_the_shifted_cross_entropy_ignoring_minus_100():
     torch.testing.assert_close(model(ids, shift_labels=shifted).loss, out.loss)
 
 
+def test_gradient_accumulation_under_trainer_matches_a_full_batch(tmp_path):
+    """Trainer counts the targets of all accumulated micro-batches over labels[..., 1:] (our loss_type shifts) and
+    passes them as num_items_in_batch: 2 x 4 examples with uneven target counts give the loss and gradient of one
+    batch of 8."""
+    from torch.utils.data import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    ids = random_ids(8, 9, seed=7)
+    labels = ids.clone()
+    for row in range(8):
+        labels[row, 2 + row % 6:] = -100  # 1 to 6 targets per example
+
+    class Examples(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            return {"input_ids": ids[index], "labels": labels[index]}
+
+    def first_step(batch_size, accumulation):
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"ga{accumulation}"),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            learning_rate=0.0,
+            max_grad_norm=1e9,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+        )
+        trainer = Trainer(model=make_model().train(), args=args, train_dataset=Examples())
+        trainer.train()
+        logged = [entry for entry in trainer.state.log_history if "grad_norm" in entry][0]
+        return logged["loss"], logged["grad_norm"]
+
+    full, accumulated = first_step(8, 1), first_step(4, 2)
+    assert full[0] == pytest.approx(accumulated[0], rel=1e-5)
+    assert full[1] == pytest.approx(accumulated[1], rel=1e-4)
+
+
 def test_batch_without_targets_gives_zero_loss_not_nan():
     model = make_model().train()
     ids = random_ids(2, 6)
