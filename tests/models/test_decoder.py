@@ -260,6 +260,27 @@ def test_eager_and_sdpa_agree_with_padding_and_cache():
         torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=1e-5)
 
 
+def test_flash_attention_gets_a_padding_mask_or_varlen_lengths():
+    """No GPU here: check the arguments the flash path would receive (the kernel itself is transformers')."""
+    from types import SimpleNamespace
+
+    from hf_pretrain.models.modeling_pretrain_decoder import decoder_attention, packed_document_ids
+
+    config = SimpleNamespace(_attn_implementation="flash_attention_2")
+    positions = torch.tensor([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]])
+    documents = packed_document_ids(positions, None)
+    mask, kwargs = decoder_attention(config, None, documents, 5, 0, torch.device("cpu"), False)
+    assert mask is None
+    assert kwargs["cu_seq_lens_q"].tolist() == [0, 3, 5, 7, 10] and kwargs["max_length_q"] == 3
+    padding = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    mask, kwargs = decoder_attention(config, padding, None, 5, 0, torch.device("cpu"), False)
+    assert mask is padding and kwargs == {}
+    with pytest.raises(ValueError, match="flash attention takes either padding"):
+        decoder_attention(config, padding, documents, 5, 0, torch.device("cpu"), False)
+    # generate()'s left-padding positions (pads and the first real token at 0) are one document, not a packed row
+    assert packed_document_ids(torch.tensor([[0, 0, 0, 1, 2]]), torch.tensor([[0, 0, 1, 1, 1]])) is None
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     ids = random_ids(2, 8)
     plain = make_model().train()
