@@ -18,6 +18,16 @@ a run folder; a lock left by a killed process on this machine is detected and ta
 Why not `accelerator.save_state`: it pickles the optimizer and RNG states (`torch.save`), and the brief says weights
 and states are safetensors/JSON only. Our data order and noise are pure functions of (seed, epoch, index) and the
 dropout RNG is reseeded from (seed, step, rank) every step, so no RNG state needs saving at all.
+
+Sharded models (FSDP2, `torch.distributed.fsdp.fully_shard`: parameters are DTensors) hold only a slice of each
+weight per rank. `save_checkpoint` is then called on every rank: the full weights and optimizer state are gathered
+(`torch.distributed.checkpoint.state_dict`, full state dict, CPU, on rank 0) with every rank taking part, and rank 0
+writes exactly the files one process writes: the optimizer state is renumbered by position (torch names it by
+parameter), so a checkpoint written by one process and one written by N sharded processes are interchangeable.
+On resume every rank reads the full files and `set_model_state_dict` / `set_optimizer_state_dict` keep each rank's
+slice. A model whose weights are whole on every rank (one process, DDP) takes the unchanged single-process path.
+Sharding is told from the parameters, not from Accelerate's config (tests/training/test_fsdp_checkpoint.py drives
+it with 2 CPU processes and gloo).
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import torch
@@ -56,8 +68,10 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"{PREFIX}{step:08d}"
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    state = optimizer.state_dict()
+def optimizer_to_files(optimizer: torch.optim.Optimizer | dict, folder: Path) -> None:
+    """`optimizer`: a torch optimizer, or a state dict in `optimizer.state_dict()`'s layout (parameters numbered by
+    position), such as `full_optimizer_state` returns."""
+    state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors, scalars = {}, {}
     for param_id, param_state in state["state"].items():
         for key, value in param_state.items():
@@ -69,7 +83,8 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path) -> None:
     (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
 
-def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+def read_optimizer_files(folder: Path) -> dict:
+    """The optimizer state of a checkpoint in `optimizer.state_dict()`'s layout (parameters numbered by position)."""
     meta = json.loads((folder / "optimizer.json").read_text())
     state: dict[int, dict] = {}
     for name, tensor in load_file(str(folder / "optimizer.safetensors")).items():
@@ -82,7 +97,17 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path) -> None
         {key: tuple(value) if isinstance(value, list) and key != "params" else value for key, value in group.items()}
         for group in meta["param_groups"]
     ]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, model: torch.nn.Module | None = None) -> None:
+    """Load a checkpoint's optimizer state into `optimizer`. With the `model` it trains: a sharded (FSDP2) model
+    keeps each rank's slice of the full state (a collective call: every rank must make it)."""
+    state = read_optimizer_files(folder)
+    if model is not None and is_sharded(model) and state["state"]:
+        load_sharded_optimizer_state(unwrap(model), optimizer, state, folder)
+    else:
+        optimizer.load_state_dict(state)
 
 
 def save_checkpoint(
@@ -93,25 +118,66 @@ def save_checkpoint(
     trainer_state: TrainerState,
     keep_last: int,
     recipe_yaml: str,
+    is_main: bool = True,
 ) -> Path:
-    """Write a complete checkpoint atomically (call on the main process only) and prune old ones.
+    """Write a complete checkpoint atomically and prune old ones; return its folder.
 
+    Call it on every rank, with `is_main` true on rank 0 alone: a sharded (FSDP2) model's weights and optimizer
+    state are gathered with every rank taking part, then rank 0 writes. For a model whose weights are whole on this
+    process (one process, DDP) nothing is gathered, and calling it on the main process alone is enough.
     `recipe_yaml` (the resolved recipe) is stored with it: a rerun compares its own recipe against it."""
     final = checkpoint_dir(run_dir, trainer_state.step)
+    weights = full_model_state(model)  # collective calls for a sharded model: before any rank-0-only work
+    optimizer_state = full_optimizer_state(model, optimizer)
+    if not is_main:
+        return final
     temporary = final.parent / f".tmp-{final.name}"
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir(parents=True)
-    model.save_pretrained(temporary / "model")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(temporary / "model")
-    optimizer_to_files(optimizer, temporary)
+    write_model_folder(temporary / "model", model, tokenizer, weights)
+    optimizer_to_files(optimizer_state, temporary)
     (temporary / "trainer_state.json").write_text(json.dumps(asdict(trainer_state), indent=2))
     (temporary / "recipe.yaml").write_text(recipe_yaml)
     write_complete_marker(temporary)
     swap_into_place(temporary, final)
     prune_checkpoints(run_dir, keep_last)
     return final
+
+
+def write_model_folder(folder: Path, model, tokenizer, weights: dict | None = None) -> None:
+    """The save_pretrained folder (weights, config, code) plus the tokenizer, if any. `weights`: what
+    `full_model_state(model)` gathered for a sharded model (rank 0 only); None writes the model's own weights."""
+    model = unwrap(model)
+    with original_class(model):
+        if weights is None:
+            model.save_pretrained(folder)
+        else:  # a copy: save_pretrained empties the dict it is given
+            model.save_pretrained(folder, state_dict=dict(weights))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+@contextmanager
+def original_class(model: torch.nn.Module):
+    """FSDP2 gives the model a class made at run time (`FSDP<Name>`, in torch's module `_fsdp_init`). Saved as
+    such, save_pretrained would copy torch's FSDP source files as the model's code and name that class in
+    config.json's auto_map (and in the live config). While saving (rank 0 alone; no collective call runs in it),
+    the model is of its own class again."""
+    made_by_fsdp = type(model)
+    if not torch.distributed.is_available():
+        yield model
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield model
+        return
+    model.__class__ = next(cls for cls in made_by_fsdp.__mro__ if not issubclass(cls, FSDPModule))
+    try:
+        yield model
+    finally:
+        model.__class__ = made_by_fsdp
 
 
 def step_of(folder: Path) -> int:
@@ -166,8 +232,12 @@ def find_resumable_checkpoint(run_dir: Path, report=print) -> Path | None:
 
 
 def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Load `folder/model/model.safetensors` into `model` in place; only tied copies may be absent from the file."""
+    """Load `folder/model/model.safetensors` into `model` in place; only tied copies may be absent from the file.
+    A sharded (FSDP2) model keeps each rank's slice (a collective call: every rank must make it)."""
     state = load_file(str(folder / "model" / "model.safetensors"))
+    if is_sharded(model):
+        load_sharded_weights(unwrap(model), state, folder)
+        return
     result = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     missing = [key for key in result.missing_keys if key not in tied]
@@ -182,6 +252,123 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
 
 def load_trainer_state(folder: Path) -> TrainerState:
     return TrainerState(**json.loads((folder / "trainer_state.json").read_text()))
+
+
+# ----------------------------------------------------------------------------------------------- sharded models
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under DDP (`.module`) and torch.compile (`._orig_mod`); an FSDP2 model is its own module."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether the model's parameters are DTensors (FSDP2's `fully_shard`): each rank then holds a slice of each
+    weight, and gathering or loading the full state needs every rank. Told from the parameters, whatever launched
+    the run."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(parameter, DTensor) for parameter in unwrap(model).parameters())
+
+
+def tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """Every second name of a parameter (tied weights: the decoder sharing the input embeddings) -> its first."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            aliases[name] = first[id(parameter)]
+        else:
+            first[id(parameter)] = name
+    return aliases
+
+
+def full_model_state(model: torch.nn.Module) -> dict | None:
+    """A sharded model's full state dict (CPU tensors) on rank 0, {} on the other ranks; a collective call that
+    every rank must make. None for a model whose weights are whole on this process (save_pretrained reads them)."""
+    model = unwrap(model)
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if weights:
+        # Tied names come back as separate copies; one tensor under both names, as in an unsharded model's
+        # state_dict(), lets save_pretrained drop the tied copy exactly as it does for one process.
+        for alias, name in tied_names(model).items():
+            if name in weights and alias in weights:
+                weights[alias] = weights[name]
+    return weights
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state in `optimizer.state_dict()`'s layout (parameters numbered by position over the param
+    groups). For a sharded model it is gathered in full (a collective call that every rank must make) and returned
+    on rank 0; the other ranks get {}."""
+    if not is_sharded(model) or not optimizer.state:  # no state yet: nothing to gather (and torch would make some)
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    by_name = get_optimizer_state_dict(
+        unwrap(model), optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    if not by_name:
+        return {}
+    names = chain.from_iterable(group["params"] for group in by_name["param_groups"])
+    position = {name: index for index, name in enumerate(names)}
+    return {
+        "state": {position[name]: values for name, values in by_name["state"].items()},
+        "param_groups": [{**group, "params": [position[name] for name in group["params"]]}
+                         for group in by_name["param_groups"]],
+    }
+
+
+def load_sharded_weights(model: torch.nn.Module, state: dict, folder: Path) -> None:
+    """The full weights of a checkpoint (read on every rank) into a sharded model: each rank keeps its slice."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    for alias, name in tied_names(model).items():  # the file holds one name of each tied weight
+        if alias not in state and name in state:
+            state[alias] = state[name]
+        elif name not in state and alias in state:
+            state[name] = state[alias]
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {folder} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def load_sharded_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                                 folder: Path) -> None:
+    """Optimizer state numbered by position (read on every rank) into the optimizer of a sharded model: renamed
+    to the parameters' names, as torch.distributed.checkpoint expects, and each rank keeps its slice."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    saved_sizes = [len(group["params"]) for group in state["param_groups"]]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_sizes != sizes:
+        raise ValueError(
+            f"checkpoint {folder}: its optimizer has parameter groups of sizes {saved_sizes}, this one {sizes}"
+        )
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    order = [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
+    by_name = {
+        "state": {order[int(index)]: values for index, values in state["state"].items()},
+        "param_groups": [{**group, "params": [order[index] for index in group["params"]]}
+                         for group in state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+    for group, saved in zip(optimizer.param_groups, state["param_groups"]):  # torch's round trip makes tuples lists
+        group.update({key: value for key, value in saved.items() if isinstance(value, tuple)})
 
 
 # ----------------------------------------------------------------------------------------------- run lock

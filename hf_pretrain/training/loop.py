@@ -29,6 +29,7 @@ from .checkpoint import (
     TrainerState,
     acquire_run_lock,
     find_resumable_checkpoint,
+    full_model_state,
     load_model_weights,
     load_trainer_state,
     optimizer_from_files,
@@ -37,6 +38,7 @@ from .checkpoint import (
     save_checkpoint,
     set_aside_newer_checkpoints,
     step_of,
+    write_model_folder,
 )
 from .metrics import MetricsLog, peak_tflops, truncate_metrics
 from .schedules import lr_multiplier
@@ -236,8 +238,9 @@ class Pretraining:
                 truncate_metrics(self.run_dir / "metrics.jsonl", -1, self.announce)
             return
         self.state = load_trainer_state(found)
-        load_model_weights(self.accelerator.unwrap_model(self.model), found)
-        optimizer_from_files(self.raw_optimizer, found)
+        model = self.accelerator.unwrap_model(self.model)
+        load_model_weights(model, found)  # every rank: a sharded (FSDP2) model keeps each rank's slice
+        optimizer_from_files(self.raw_optimizer, found, model=model)
         if self.is_main:
             set_aside_newer_checkpoints(self.run_dir, step_of(found), self.announce)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step, self.announce)
@@ -261,17 +264,18 @@ class Pretraining:
         self.metrics.log({f"eval/{k}": v for k, v in self.state.last_eval.items() if k != "step"}, step=self.state.step)
 
     def save(self) -> None:
+        """Every rank takes part (a sharded model's full state is gathered from all of them); rank 0 writes."""
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            save_checkpoint(
-                self.run_dir,
-                self.accelerator.unwrap_model(self.model),
-                self.objective.tokenizer,
-                self.raw_optimizer,
-                self.state,
-                keep_last=self.recipe.train.keep_last,
-                recipe_yaml=self.recipe.to_yaml(),
-            )
+        save_checkpoint(
+            self.run_dir,
+            self.accelerator.unwrap_model(self.model),
+            self.objective.tokenizer,
+            self.raw_optimizer,
+            self.state,
+            keep_last=self.recipe.train.keep_last,
+            recipe_yaml=self.recipe.to_yaml(),
+            is_main=self.is_main,
+        )
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------- the loop
@@ -435,12 +439,13 @@ class Pretraining:
         """RUN/final: the Hub-ready model folder (weights, config, code, tokenizer) of the last step."""
         final_dir = self.run_dir / "final"
         self.accelerator.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.model)
+        weights = full_model_state(model)  # every rank: a sharded (FSDP2) model is gathered onto rank 0
         if self.is_main:
             temporary = self.run_dir / ".tmp-final"
             shutil.rmtree(temporary, ignore_errors=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
-            if self.objective.tokenizer is not None:  # the feature autoencoder reads vectors: no tokenizer
-                self.objective.tokenizer.save_pretrained(temporary)
+            # No tokenizer for the feature autoencoder (it reads vectors).
+            write_model_folder(temporary, model, self.objective.tokenizer, weights)
             write_complete_marker(temporary)  # export checks it
             swap_into_place(temporary, final_dir)
         self.accelerator.wait_for_everyone()
