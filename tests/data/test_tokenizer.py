@@ -109,7 +109,7 @@ def test_special_token_sets_per_objective(small_corpus):
         ({"special_tokens": {"pad_token": "[PAD]", "unk_token": "[UNK]", "start": "<s>"}}, "unknown role"),
         ({"special_tokens": {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}}, "pad_token"),
         ({"special_tokens": {"pad_token": "[PAD]", "unk_token": "[UNK]"}}, "boundary pair"),
-        ({"objective": "clm"}, "objective='clm'"),
+        ({"objective": "rtd"}, "objective='rtd'.*mlm, dae, clm"),
     ],
 )
 def test_bad_arguments_are_named(arguments, message):
