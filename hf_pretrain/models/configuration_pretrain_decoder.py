@@ -7,14 +7,7 @@ from typing import Literal
 from transformers import PreTrainedConfig
 
 from .configuration_pretrain_dae import check_token_id
-from .configuration_pretrain_encoder import (
-    ACTIVATIONS,
-    MLP_TYPES,
-    NORM_TYPES,
-    check_choice,
-    check_positive_int,
-    check_probability,
-)
+from .configuration_pretrain_encoder import check_transformer_stack
 
 # Every class of the family, so a saved folder of any one head loads as any other through the Auto classes
 # (save_pretrained on its own would list only the class being saved).
@@ -102,28 +95,7 @@ class PretrainDecoderConfig(PreTrainedConfig):
 
     def validate_fields(self) -> None:
         """Raise ValueError naming the field, its value and what is allowed."""
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "max_position_embeddings"):
-            check_positive_int(field, getattr(self, field))
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} is not allowed with num_attention_heads={self.num_attention_heads}; "
-                "hidden_size must be a multiple of num_attention_heads."
-            )
-        head_dim = self.hidden_size // self.num_attention_heads
-        if head_dim % 2:
-            raise ValueError(
-                f"hidden_size / num_attention_heads = {head_dim} is odd; rotary position embeddings need an even "
-                "head dimension."
-            )
-        check_choice("mlp_type", self.mlp_type, MLP_TYPES)
-        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
-        check_choice("norm_type", self.norm_type, NORM_TYPES)
-        for field in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
-            check_probability(field, getattr(self, field))
-        for field in ("norm_eps", "rope_theta", "initializer_range"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not allowed; it must be > 0.")
+        check_transformer_stack(self, rotary=True)
         for field in ("pad_token_id", "bos_token_id", "eos_token_id"):
             check_token_id(field, getattr(self, field), self.vocab_size)
 

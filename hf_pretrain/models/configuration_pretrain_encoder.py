@@ -118,37 +118,42 @@ class PretrainEncoderConfig(PreTrainedConfig):
 
     def validate_fields(self) -> None:
         """Raise ValueError naming the field, its value and what is allowed."""
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "max_position_embeddings"):
-            check_positive_int(field, getattr(self, field))
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} is not allowed with num_attention_heads={self.num_attention_heads}; "
-                "hidden_size must be a multiple of num_attention_heads."
-            )
-        head_dim = self.hidden_size // self.num_attention_heads
-        if self.position_embedding_type == "rotary" and head_dim % 2:
-            raise ValueError(
-                f"hidden_size / num_attention_heads = {head_dim} is odd; rotary position embeddings need an even "
-                "head dimension (or set position_embedding_type='absolute')."
-            )
-        check_choice("mlp_type", self.mlp_type, MLP_TYPES)
-        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
-        check_choice("norm_type", self.norm_type, NORM_TYPES)
+        check_transformer_stack(self, rotary=self.position_embedding_type == "rotary",
+                                rotary_hint=" (or set position_embedding_type='absolute')")
         check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         check_choice("classifier_pooling", self.classifier_pooling, POOLING_TYPES)
-        for field in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
-            check_probability(field, getattr(self, field))
-        if not self.norm_eps > 0:
-            raise ValueError(f"norm_eps={self.norm_eps!r} is not allowed; it must be > 0.")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta={self.rope_theta!r} is not allowed; it must be > 0.")
-        if not self.initializer_range > 0:
-            raise ValueError(f"initializer_range={self.initializer_range!r} is not allowed; it must be > 0.")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"pad_token_id={self.pad_token_id!r} is not allowed; it must be in [0, vocab_size={self.vocab_size})."
             )
+
+
+def check_transformer_stack(config, rotary: bool, rotary_hint: str = "") -> None:
+    """The checks every family's transformer stack shares (the decoder family imports this): positive sizes, a
+    width the heads divide (an even head dimension for rotary positions), known MLP/activation/norm choices,
+    dropout probabilities and positive scales."""
+    for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size", "max_position_embeddings"):
+        check_positive_int(field, getattr(config, field))
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size={config.hidden_size} is not allowed with num_attention_heads={config.num_attention_heads}; "
+            "hidden_size must be a multiple of num_attention_heads."
+        )
+    head_dim = config.hidden_size // config.num_attention_heads
+    if rotary and head_dim % 2:
+        raise ValueError(
+            f"hidden_size / num_attention_heads = {head_dim} is odd; rotary position embeddings need an even "
+            f"head dimension{rotary_hint}."
+        )
+    check_choice("mlp_type", config.mlp_type, MLP_TYPES)
+    check_choice("hidden_act", config.hidden_act, ACTIVATIONS)
+    check_choice("norm_type", config.norm_type, NORM_TYPES)
+    for field in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
+        check_probability(field, getattr(config, field))
+    for field in ("norm_eps", "rope_theta", "initializer_range"):
+        if not getattr(config, field) > 0:
+            raise ValueError(f"{field}={getattr(config, field)!r} is not allowed; it must be > 0.")
 
 
 # Saving the config also copies this file next to it (trust_remote_code export).

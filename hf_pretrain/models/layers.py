@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 # transformers' internal mask helper, used in one place (build_encoder_attention) for its per-implementation mask
 # formats (SDPA/eager tensors, flex BlockMask); tests/models/test_encoder.py's packed-vs-separate and padding tests
@@ -288,6 +289,25 @@ class EncoderLayer(GradientCheckpointingLayer):
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
         return hidden_states, weights
+
+
+def truncated_normal_(weight: torch.Tensor, std: float) -> None:
+    """The init of every hf_pretrain weight matrix: a normal truncated at +-2 std."""
+    init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+def init_block_projections(module: nn.Module, std: float, residual_std: float) -> bool:
+    """An attention block's or MLP's projections: `std`, and `residual_std` for the one that writes into the
+    residual stream (o_proj, down_proj). True when `module` was one of them."""
+    if isinstance(module, FeedForward):
+        truncated_normal_(module.up_proj.weight, std)
+        truncated_normal_(module.down_proj.weight, residual_std)
+        return True
+    if isinstance(getattr(module, "qkv_proj", None), nn.Linear) and isinstance(getattr(module, "o_proj", None), nn.Linear):
+        truncated_normal_(module.qkv_proj.weight, std)
+        truncated_normal_(module.o_proj.weight, residual_std)
+        return True
+    return False
 
 
 def scaled_init_std(initializer_range: float, num_layers: int) -> float:

@@ -29,7 +29,14 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Seq2SeqL
 
 from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
 from .decoder_layers import DecoderLayer, causal_self_attention_mask, memory_attention_mask
-from .layers import RotaryEmbedding, attention_flops, linear_weight_count, make_norm, scaled_init_std
+from .layers import (
+    RotaryEmbedding,
+    attention_flops,
+    linear_weight_count,
+    make_norm,
+    scaled_init_std,
+    truncated_normal_,
+)
 from .modeling_pretrain_encoder import PretrainEncoderModel, pool_sequence, zero_loss_like
 
 
@@ -148,9 +155,7 @@ class PretrainDAEPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         residual_std = scaled_init_std(std, self.config.decoder_layers)
 
-        def normal(weight: torch.Tensor, std: float) -> None:
-            init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-
+        normal = truncated_normal_
         if isinstance(module, DecoderLayer):
             for linear in (
                 module.self_attn.qkv_proj,

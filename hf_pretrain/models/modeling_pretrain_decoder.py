@@ -41,9 +41,11 @@ from .layers import (
     attention_flops,
     document_ids_from_positions,
     flash_varlen_kwargs,
+    init_block_projections,
     linear_weight_count,
     make_norm,
     scaled_init_std,
+    truncated_normal_,
 )
 from .modeling_pretrain_encoder import zero_loss_like
 
@@ -200,15 +202,9 @@ class PretrainDecoderPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         residual_std = scaled_init_std(std, self.config.num_hidden_layers)
 
-        def normal(weight: torch.Tensor, std: float) -> None:
-            init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-
-        if isinstance(module, CausalSelfAttention):
-            normal(module.qkv_proj.weight, std)
-            normal(module.o_proj.weight, residual_std)
-        elif isinstance(module, FeedForward):
-            normal(module.up_proj.weight, std)
-            normal(module.down_proj.weight, residual_std)
+        normal = truncated_normal_
+        if init_block_projections(module, std, residual_std):  # attention and MLP projections
+            pass
         elif isinstance(module, PretrainDecoderModel):
             normal(module.embed_tokens.weight, std)
         elif isinstance(module, PretrainDecoderForSequenceClassification):

@@ -24,15 +24,15 @@ from transformers.modeling_outputs import (
 from .configuration_pretrain_encoder import PretrainEncoderConfig
 from .layers import (
     EncoderLayer,
-    FeedForward,
     RotaryEmbedding,
-    SelfAttention,
     attention_flops,
     build_encoder_attention,
     document_ids_from_positions,
+    init_block_projections,
     linear_weight_count,
     make_norm,
     scaled_init_std,
+    truncated_normal_,
 )
 
 
@@ -53,15 +53,9 @@ class PretrainEncoderPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         residual_std = scaled_init_std(std, self.config.num_hidden_layers)
 
-        def normal(weight: torch.Tensor, std: float) -> None:
-            init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-
-        if isinstance(module, SelfAttention):
-            normal(module.qkv_proj.weight, std)
-            normal(module.o_proj.weight, residual_std)
-        elif isinstance(module, FeedForward):
-            normal(module.up_proj.weight, std)
-            normal(module.down_proj.weight, residual_std)
+        normal = truncated_normal_
+        if init_block_projections(module, std, residual_std):  # attention and MLP projections
+            pass
         elif isinstance(module, PretrainEncoderEmbeddings):
             normal(module.tok_embeddings.weight, std)
             if module.position_embeddings is not None:
