@@ -20,6 +20,23 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .layers import FeedForward, SelfAttention, apply_rotary, eager_attention_forward, make_norm
 
 
+# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache`: as the argument `generate()` hands to
+# `forward`, and as the field of the output classes it reads back (the old name is deprecated until 5.40). A saved
+# folder runs its modeling file on whichever transformers its user has, so both decoder families' `forward` take both
+# names and write outputs under the name the installed output class declares. tests/models/test_dae.py and
+# test_decoder.py check that generate() really hands the cache back (they fail loudly if the name moves again).
+def cache_field(output_class) -> str:
+    """The cache's field name in `output_class` (a transformers ModelOutput dataclass)."""
+    return "cache" if "cache" in output_class.__dataclass_fields__ else "past_key_values"
+
+
+def one_cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (see cache_field); both at once is a caller error."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the key/value cache once: as `cache` (transformers >= 5.24) or `past_key_values`.")
+    return cache if cache is not None else past_key_values
+
+
 # --------------------------------------------------------------------------------------------------- masks
 # Written here rather than taken from transformers.masking_utils: the decoder only needs causal + padding for eager
 # and SDPA, and the helper's cache arguments changed under us in 5.24 (the cause of cached != uncached generation).

@@ -28,7 +28,13 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
-from .decoder_layers import DecoderLayer, causal_self_attention_mask, memory_attention_mask
+from .decoder_layers import (
+    DecoderLayer,
+    cache_field,
+    causal_self_attention_mask,
+    memory_attention_mask,
+    one_cache_argument,
+)
 from .layers import (
     RotaryEmbedding,
     attention_flops,
@@ -106,21 +112,7 @@ def reconstruction_cross_entropy(
     return total / num_items_in_batch
 
 
-# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache`: as the argument `generate()` hands to
-# `forward`, and as the field of the output classes it reads back (the old name is deprecated until 5.40). A saved
-# folder runs this file on whichever transformers its user has, so `forward` takes both names and the outputs are
-# written under the name the installed output classes declare. tests/models/test_dae.py checks that generate()
-# really hands the cache back (it fails loudly if the name moves again).
-CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
-
-
-def one_cache_argument(
-    cache: EncoderDecoderCache | None, past_key_values: EncoderDecoderCache | None
-) -> EncoderDecoderCache | None:
-    """The cache passed under either name (see CACHE_FIELD); both at once is a caller error."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("Pass the key/value cache once: as `cache` (transformers >= 5.24) or `past_key_values`.")
-    return cache if cache is not None else past_key_values
+CACHE_FIELD = cache_field(Seq2SeqLMOutput)  # see decoder_layers.cache_field
 
 
 def as_encoder_output(encoder_outputs) -> BaseModelOutput:

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_pretrain_decoder import PretrainDecoderConfig
-from .decoder_layers import CausalSelfAttention, causal_self_attention_mask
+from .decoder_layers import CausalSelfAttention, cache_field, causal_self_attention_mask, one_cache_argument
 from .layers import (
     FLASH_IMPLEMENTATIONS,
     FeedForward,
@@ -49,20 +49,8 @@ from .layers import (
 )
 from .modeling_pretrain_encoder import zero_loss_like
 
-# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache` (argument and output field; the old
-# name is deprecated until 5.40). A saved folder runs this file on whichever transformers its user has, so `forward`
-# takes both names and outputs are written under the name the installed output classes declare. Same rule as the
-# denoising autoencoder (modeling_pretrain_dae.py); tests/models/test_decoder.py checks that generate() hands the
-# growing cache back to forward.
-CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+CACHE_FIELD = cache_field(CausalLMOutputWithPast)  # see decoder_layers.cache_field
 IGNORE_INDEX = -100
-
-
-def one_cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    """The cache passed under either name (see CACHE_FIELD); both at once is a caller error."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("Pass the key/value cache once: as `cache` (transformers >= 5.24) or `past_key_values`.")
-    return cache if cache is not None else past_key_values
 
 
 # --------------------------------------------------------------------------------------------------- positions, masks

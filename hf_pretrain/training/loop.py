@@ -110,8 +110,9 @@ class Pretraining:
         recipe, announce = self.recipe, self.announce
         train = recipe.train
         log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
+        precision = resolve_precision(train.precision)  # "fp32", "bf16" or "fp16"
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(train.precision).replace("fp32", "no"),  # Accelerate's fp32
+            mixed_precision="no" if precision == "fp32" else precision,
             cpu=not torch.cuda.is_available(),
             log_with=log_with or None,
             project_dir=str(self.run_dir),

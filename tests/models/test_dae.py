@@ -412,7 +412,7 @@ def test_generate_hands_the_growing_cache_back_to_forward(bottleneck):
         handle.remove()
     assert seen == [(1, step) for step in range(6)], (
         f"generate() did not hand the key/value cache back to forward (calls: {seen}); did transformers rename "
-        "the cache argument again? See CACHE_FIELD in modeling_pretrain_dae.py."
+        "the cache argument again? See cache_field in decoder_layers.py."
     )
 
 
