@@ -67,11 +67,17 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
     encoder_ids = set()
     if train.encoder_lr_scale != 1.0:
         encoder_ids = {id(parameter) for parameter in model.get_encoder().parameters()}
+    # The token embedding by identity (the decoder names it embed_tokens; tied, it is also the output matrix), and
+    # anything under an "embeddings" module (our encoder's positions, BERT-style embedding blocks).
+    try:
+        token_embedding_ids = {id(parameter) for parameter in model.get_input_embeddings().parameters()}
+    except NotImplementedError:  # a model that reads float vectors has no token embedding
+        token_embedding_ids = set()
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        decayed = parameter.ndim >= 2 and "embeddings" not in name
+        decayed = parameter.ndim >= 2 and "embeddings" not in name and id(parameter) not in token_embedding_ids
         groups.setdefault((decayed, id(parameter) in encoder_ids), []).append(parameter)
     # Decayed groups first, as before encoder groups existed: a checkpoint's optimizer state is matched by order.
     order = [(True, False), (True, True), (False, False), (False, True)]

@@ -177,3 +177,17 @@ def test_the_default_tracker_writes_tensorboard_events(tmp_path):
     expected = [(r["step"], r["loss"]) for r in records if "loss" in r and "skipped" not in r]
     assert [step for step, _ in logged] == [step for step, _ in expected] == [1, 2, 3]
     np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6)
+
+
+def test_token_embeddings_are_not_weight_decayed_whatever_their_name(tmp_path):
+    """Our encoder names its matrix tok_embeddings, the decoder embed_tokens (tied to its output matrix)."""
+    from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
+    from hf_pretrain.training.loop import build_optimizer
+
+    config = PretrainDecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32, max_position_embeddings=16)
+    model = PretrainDecoderForCausalLM(config)
+    optimizer = build_optimizer(model, tiny_recipe(tmp_path, weight_decay=0.1), fused=False)
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    assert id(model.get_input_embeddings().weight) not in decayed
+    assert id(model.model.layers[0].mlp.up_proj.weight) in decayed
