@@ -7,6 +7,7 @@ only torch, transformers and each other; the registration below is the one piece
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
@@ -14,12 +15,19 @@ from transformers import (
 )
 
 from .configuration_pretrain_dae import PretrainDAEConfig, PretrainDAEFeatureConfig
+from .configuration_pretrain_decoder import PretrainDecoderConfig
 from .configuration_pretrain_encoder import PretrainEncoderConfig
 from .modeling_pretrain_dae import (
     PretrainDAEForDenoising,
     PretrainDAEForFeatureReconstruction,
     PretrainDAEModel,
     PretrainDAEPreTrainedModel,
+)
+from .modeling_pretrain_decoder import (
+    PretrainDecoderForCausalLM,
+    PretrainDecoderForSequenceClassification,
+    PretrainDecoderModel,
+    PretrainDecoderPreTrainedModel,
 )
 from .modeling_pretrain_encoder import (
     PretrainEncoderForMaskedLM,
@@ -50,8 +58,19 @@ def register_dae_family() -> None:
     AutoModel.register(PretrainDAEFeatureConfig, PretrainDAEForFeatureReconstruction, exist_ok=True)
 
 
+def register_decoder_family() -> None:
+    """Make AutoConfig / AutoModel* resolve `model_type="hf_pretrain_decoder"` (the causal LM) (idempotent)."""
+    AutoConfig.register(PretrainDecoderConfig.model_type, PretrainDecoderConfig, exist_ok=True)
+    AutoModel.register(PretrainDecoderConfig, PretrainDecoderModel, exist_ok=True)
+    AutoModelForCausalLM.register(PretrainDecoderConfig, PretrainDecoderForCausalLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(
+        PretrainDecoderConfig, PretrainDecoderForSequenceClassification, exist_ok=True
+    )
+
+
 register_encoder_family()
 register_dae_family()
+register_decoder_family()
 
 __all__ = [
     "PretrainEncoderConfig",
@@ -68,4 +87,10 @@ __all__ = [
     "PretrainDAEForDenoising",
     "PretrainDAEForFeatureReconstruction",
     "register_dae_family",
+    "PretrainDecoderConfig",
+    "PretrainDecoderPreTrainedModel",
+    "PretrainDecoderModel",
+    "PretrainDecoderForCausalLM",
+    "PretrainDecoderForSequenceClassification",
+    "register_decoder_family",
 ]

@@ -76,7 +76,10 @@ class CausalSelfAttention(SelfAttention):
         attention_mask: torch.Tensor | None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        **attention_kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attention_kwargs` go to the attention function (the causal LM passes flash attention's varlen
+        lengths for packed documents)."""
         batch, length, _ = hidden_states.shape
         # (B, T, 3C) -> 3 x (B, H, T, D)
         qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
@@ -94,6 +97,7 @@ class CausalSelfAttention(SelfAttention):
             attention_mask,
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
+            **attention_kwargs,
         )
         return self.o_proj(output.reshape(batch, length, -1)), weights
 
