@@ -83,6 +83,8 @@ def print_sample_continuations(final_dir: str, max_new_tokens: int = 24) -> None
     from .hub.generate import generate_text, load_causal_lm
 
     model, tokenizer = load_causal_lm(final_dir)
+    # Rotary positions have no hard limit, but past the trained length a model's text degrades: stay inside it.
+    max_new_tokens = max(1, min(max_new_tokens, getattr(model.config, "max_position_embeddings", 512) - 8))
     print("\nsample continuations (greedy; hf-pretrain generate RUN \"prompt\" for more):")
     for prompt in SAMPLE_PROMPTS:
         text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
@@ -199,7 +201,8 @@ def print_summary(result: dict) -> None:
             lines.append(f"reconstruction token accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}   "
                          f"exact match {before['exact_match']:.1%} -> {after['exact_match']:.1%}")
         else:
-            lines.append(f"masked-token accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}")
+            kind = "next-token" if result.get("objective") == "clm" else "masked-token"
+            lines.append(f"{kind} accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}")
     lines.append(f"final model: {result['final_dir']}   (run folder: {result['run_dir']})")
     print("\n".join(lines))
 

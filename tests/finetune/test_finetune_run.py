@@ -376,3 +376,17 @@ def test_what_trainer_fields_need_from_the_machine_is_checked_before_any_work(tm
     with pytest.raises(RecipeError, match=f"train.report_to names '{missing}', which is not installed here"):
         finetune("finetune-classification", [*common, f"train.report_to={missing}"])
     assert not out.exists()
+
+
+def test_a_causal_lm_checkpoint_fine_tunes_for_classification(sentiment_files, tmp_path):
+    """A decoder (objective clm) gets the last-token sequence-classification head and learns the easy task."""
+    decoder_dir = tiny_models.save_decoder(tmp_path / "decoder")
+    train, test = sentiment_files
+    out = tmp_path / "out"
+    result = finetune("finetune-classification", [
+        f"model={decoder_dir}", "data.source=files", f"data.train_files={train}", f"data.test_files={test}",
+        f"output.dir={out}", "train.epochs=4", "train.batch_size=16", "train.lr=2e-3", *QUIET,
+    ])
+    assert result["runs"]["pretrained"]["test"]["accuracy"] >= 0.8, result["runs"]["pretrained"]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["architectures"] == ["PretrainDecoderForSequenceClassification"]

@@ -53,6 +53,24 @@ def save_encoder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def save_decoder(folder: Path, seed: int = 0) -> Path:
+    """A (randomly initialized) causal-LM decoder folder with its clm tokenizer, as `final/` of a clm run holds."""
+    import torch
+
+    from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
+
+    tokenizer = make_tokenizer("clm")
+    config = PretrainDecoderConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    PretrainDecoderForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_dae(folder: Path, seed: int = 0) -> Path:
     import torch
 
