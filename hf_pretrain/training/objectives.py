@@ -570,9 +570,6 @@ class DenoisingObjective(TextObjective):
 
         base.fit_pooled_center(batches())
 
-    def count_tokens(self, batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
-
     def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch["labels"]  # (B, T)
         logits = model(**batch).logits  # (B, T, V), aligned with labels (the model shifts its decoder input)
