@@ -323,11 +323,12 @@ class Pretraining:
             data_wait = time.perf_counter() - wait_start
             # The step's predicted items (the loss's denominator) and tokens (the budget), summed over ranks in one
             # collective: a rank's tokens differ from another's when documents have different lengths.
+            # `items` has count_items' shape: a scalar, or one count per loss term (replaced-token detection).
             local_items = sum(self.objective.count_items(b) for b in micro_batches).to(torch.int64)
             local_tokens = sum(self.objective.count_tokens(b) for b in micro_batches)
-            counts = torch.stack([local_items, torch.tensor(local_tokens, device=local_items.device)])
-            items, tokens = accelerator.reduce(counts.to(accelerator.device), reduction="sum")
-            tokens = int(tokens)
+            counts = torch.cat([local_items.reshape(-1), torch.tensor([local_tokens], device=local_items.device)])
+            counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum")
+            items, tokens = counts[:-1].reshape(local_items.shape), int(counts[-1])
 
             # ---- lr for this step
             lr = train.lr * lr_multiplier(
@@ -449,12 +450,14 @@ class Pretraining:
         model = self.accelerator.unwrap_model(self.model)
         weights = full_model_state(model)  # every rank: a sharded (FSDP2) model is gathered onto rank 0
         if self.is_main:
-            temporary = self.run_dir / ".tmp-final"
-            shutil.rmtree(temporary, ignore_errors=True)
-            # No tokenizer for the feature autoencoder (it reads vectors).
-            write_model_folder(temporary, model, self.objective.tokenizer, weights)
-            write_complete_marker(temporary)  # export checks it
-            swap_into_place(temporary, final_dir)
+            # `final` and, for some objectives, more folders (replaced-token detection: `generator`).
+            for name, folder_model, folder_weights in self.objective.final_folders(model, weights):
+                temporary = self.run_dir / f".tmp-{name}"
+                shutil.rmtree(temporary, ignore_errors=True)
+                # No tokenizer for the feature autoencoder (it reads vectors).
+                write_model_folder(temporary, folder_model, self.objective.tokenizer, folder_weights)
+                write_complete_marker(temporary)  # export checks it
+                swap_into_place(temporary, self.run_dir / name)
         self.accelerator.wait_for_everyone()
         return final_dir
 

@@ -84,7 +84,8 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def count_items(self, batch: dict) -> torch.Tensor:
         """Scalar tensor: the predicted items of a batch the loss averages over (masked tokens, target tokens,
-        reconstructed values). The loop sums it over a step's micro-batches and ranks."""
+        reconstructed values); or a 1-D tensor, one count per term of a loss whose terms average over different
+        items. The loop sums it over a step's micro-batches and ranks and hands the sum to `loss`."""
 
     @abc.abstractmethod
     def count_tokens(self, batch: dict) -> int:
@@ -117,6 +118,12 @@ class Objective(abc.ABC):
     def finish_training(self, model) -> None:
         """Runs after the last step, before the last checkpoint and the final folder are written (e.g. corpus
         statistics saved with the model). `model` is the unwrapped model."""
+
+    def final_folders(self, model, weights: dict | None) -> list[tuple[str, object, dict | None]]:
+        """The model folders written when training ends, as (folder name in the run folder, model, its weights).
+        `weights` is the gathered state of a sharded model (rank 0), None when `model` holds its own weights.
+        `final` is the folder finetune, embed and export read."""
+        return [("final", model, weights)]
 
 
 # ----------------------------------------------------------------------------------------------- text objectives
