@@ -19,6 +19,7 @@ from .models import (
     PretrainEncoderForMaskedLM,
     PretrainEncoderForSequenceClassification,
     PretrainEncoderForTokenClassification,
+    PretrainEncoderForReplacedTokenDetection,
     PretrainEncoderModel,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "PretrainEncoderForMaskedLM",
     "PretrainEncoderForSequenceClassification",
     "PretrainEncoderForTokenClassification",
+    "PretrainEncoderForReplacedTokenDetection",
     "PretrainDAEConfig",
     "PretrainDAEFeatureConfig",
     "PretrainDAEModel",

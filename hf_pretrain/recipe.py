@@ -92,6 +92,29 @@ class MaskingSection:
 
 
 @dataclass
+class ReplacedTokenDetectionSection:
+    """Replaced-token detection (objective: rtd, ELECTRA, Clark et al. 2020): a small masked-LM generator fills the
+    masked positions (`masking.*` selects them) with samples from its predictions, and the discriminator (the model
+    of `model.config`, the one exported) predicts at every position whether its token was replaced."""
+
+    generator_width: float = ranged(
+        0.25, low=0.0, high=1.0, low_open=True,
+        doc="the generator's width as a share of the discriminator's: hidden size, heads and MLP width scale "
+            "together, the head dimension is kept. ELECTRA found 1/4 to 1/2 best; a generator as strong as the "
+            "discriminator makes the detection task too hard.",
+    )
+    generator_layers: int | None = ranged(None, low=1, doc="generator blocks; null: as many as the discriminator")
+    detection_weight: float = ranged(
+        50.0, low=0.0, low_open=True,
+        doc="lambda in loss = generator MLM loss + lambda * detection loss (50 in the paper: the per-token binary "
+            "loss is much smaller than the MLM loss)",
+    )
+    sampling_temperature: float = ranged(
+        1.0, low=0.0, low_open=True, doc="the generator's softmax temperature when it samples replacements",
+    )
+
+
+@dataclass
 class NoiseSection:
     """Denoising-autoencoder noise (objective: dae): the one noise dataclass, read by the recipe and handed as it
     is to `hf_pretrain.data.noising.DenoisingCollator` (which documents each rate). The defaults are TSDAE's
@@ -188,11 +211,12 @@ class SerializableRecipe:
 
 @dataclass
 class Recipe(SerializableRecipe):
-    objective: str = choice("mlm", "mlm", "clm", "dae", "dae-features")
+    objective: str = choice("mlm", "mlm", "clm", "rtd", "dae", "dae-features")
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)
     masking: MaskingSection = field(default_factory=MaskingSection)
+    rtd: ReplacedTokenDetectionSection = field(default_factory=ReplacedTokenDetectionSection)
     noise: NoiseSection = field(default_factory=NoiseSection)
     features: FeaturesSection = field(default_factory=FeaturesSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -431,6 +455,12 @@ def check_recipe(recipe: Recipe) -> None:
             "it needs objective 'mlm' with model.init_from and tokenizer.path set (a tokenizer trained here already "
             "fits the corpus)."
         )
+    if recipe.objective == "rtd" and recipe.model.init_from:
+        raise RecipeError(
+            f"model.init_from={recipe.model.init_from!r} with objective 'rtd': replaced-token detection trains a "
+            "generator and a discriminator of the hf_pretrain encoder family from scratch; continue a checkpoint "
+            "with objective 'mlm' (or 'clm')."
+        )
     if recipe.objective == "dae" and data.streaming:
         raise RecipeError(
             "data.streaming=true is not available for objective 'dae': its batches group documents of similar "
@@ -490,8 +520,9 @@ def changed_keys(section, prefix: str) -> list[str]:
             if getattr(section, f.name) != getattr(default, f.name)]
 
 
-# The text objectives that read each corruption section (the masked LM masks, the denoising autoencoder adds noise).
-CORRUPTION_SECTION_READERS = {"masking": ("mlm",), "noise": ("dae",)}
+# The text objectives that read each corruption section (the masked LM and replaced-token detection mask, the
+# denoising autoencoder adds noise, replaced-token detection samples replacements).
+CORRUPTION_SECTION_READERS = {"masking": ("mlm", "rtd"), "noise": ("dae",), "rtd": ("rtd",)}
 
 
 def check_sections_fit_objective(recipe: Recipe) -> None:

@@ -13,8 +13,8 @@ def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_
     from hf_pretrain.finetune import load_finetune_recipe
 
     names = shipped_recipe_names()
-    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue", "clm-tiny", "clm-continue", "dae-sentence", "dae-bart",
-            "dae-features"} <= set(names)
+    assert {"mlm-tiny", "mlm-small", "mlm-base", "mlm-continue", "clm-tiny", "clm-continue", "rtd-tiny", "rtd-base",
+            "dae-sentence", "dae-bart", "dae-features"} <= set(names)
     assert {"finetune-classification", "finetune-ner"} <= set(names)
     for name in names:
         if name.startswith("finetune-"):
@@ -28,7 +28,7 @@ def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_
         text = (resources.files("hf_pretrain") / "recipes" / f"{name}.yaml").read_text()
         assert text.startswith(f"# {name}:"), name
         assert "hf-pretrain pretrain" in text.split("\n\n")[0] or "accelerate launch" in text, name
-        assert recipe.objective in ("mlm", "clm", "dae", "dae-features")
+        assert recipe.objective in ("mlm", "clm", "rtd", "dae", "dae-features")
 
 
 def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
@@ -57,7 +57,7 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
         ({"train": {"batch_size": "big"}}, "train.batch_size='big' is not allowed; it must be an integer"),
         ({"train": {"batch_size": 0}}, "train.batch_size=0 is not allowed; it must be >= 1"),
         ({"masking": {"mlm_probability": 1.5}}, "masking.mlm_probability=1.5 is not allowed; it must be <= 1.0"),
-        ({"objective": "bert"}, "objective='bert' is not allowed; choose one of 'mlm', 'clm', 'dae'"),
+        ({"objective": "bert"}, "objective='bert' is not allowed; choose one of 'mlm', 'clm', 'rtd', 'dae'"),
         ({"data": {"source": "files"}}, "data.source='files' needs data.train_files"),
         ({"train": {"max_steps": None, "max_minutes": None, "max_tokens": None}}, "set a budget"),
         ({"masking": {"mask_replace_prob": 0.9, "random_replace_prob": 0.2}}, "is more than 1"),

@@ -39,7 +39,9 @@ from .collation import IGNORE_INDEX, pad_features
 from .randomness import example_keys, uniforms
 
 # Independent random streams, one per decision, so changing one rule never shifts the numbers of another.
-STREAM_SELECT, STREAM_REPLACE, STREAM_RANDOM_TOKEN, STREAM_SPAN_START, STREAM_SPAN_LENGTH = range(5)
+STREAM_SELECT, STREAM_REPLACE, STREAM_RANDOM_TOKEN, STREAM_SPAN_START, STREAM_SPAN_LENGTH, STREAM_GENERATOR_SAMPLE = (
+    range(6)
+)
 
 
 def span_start_probability(target: float, geometric_p: float, max_length: int) -> float:
@@ -215,6 +217,20 @@ class MaskingCollator:
         to_random_tensor = torch.from_numpy(to_random)
         noisy[to_random_tensor] = torch.from_numpy(random_ids)[to_random_tensor]
         return noisy
+
+
+class ReplacedTokenCollator(MaskingCollator):
+    """Masked-LM batches plus `sampling_uniforms` (B, L) float32 in [0, 1): the draws with which the replaced-token
+    detection generator samples a replacement at each masked position (inverse CDF of its softmax). Drawn here
+    from (seed, epoch, example_index) rather than from a global RNG on the device, so one process and two
+    processes, and a resumed run, sample the same replacements."""
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        out = super().__call__(rows)
+        keys = example_keys(self.seed, self.epoch, np.array([row["example_index"] for row in rows]))
+        draws = uniforms(keys, STREAM_GENERATOR_SAMPLE, out["input_ids"].shape[1])
+        out["sampling_uniforms"] = torch.from_numpy(draws.astype(np.float32))
+        return out
 
 
 def clipped_geometric(draw: np.ndarray, p: float, max_length: int) -> np.ndarray:

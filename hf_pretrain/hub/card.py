@@ -37,6 +37,9 @@ PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type o
     "clean_mse": ("reconstruction MSE, clean input", None),
     "baseline_mse": ("MSE of predicting the training mean", None),
     "r2": ("R^2 (noisy input, against the training mean)", None),
+    "detection_accuracy": ("replaced-token detection accuracy", "accuracy"),
+    "replaced_share": ("share of tokens replaced by the generator", None),
+    "generator_loss": ("generator masked-LM loss", None),
 }
 ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
@@ -152,6 +155,11 @@ def describe_objective(recipe: dict) -> str:
         return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
     if recipe.get("objective") == "clm":
         return "causal language modeling: predict each next token, documents packed with per-document attention"
+    if recipe.get("objective") == "rtd":
+        rtd, masking = recipe.get("rtd", {}), recipe.get("masking", {})
+        return (f"replaced-token detection (ELECTRA): a generator {rtd.get('generator_width')} of this model's width "
+                f"fills {masking.get('mlm_probability', 0.15):.0%} of positions with its samples, and this model "
+                f"learns at every position whether the token was replaced (loss weight {rtd.get('detection_weight')})")
     masking = recipe.get("masking", {})
     return f"masked language modeling, {masking.get('mlm_probability', 0.15):.0%} of tokens masked" + (
         ", whole words" if masking.get("whole_word") else ", spans" if masking.get("span") else ""
@@ -311,6 +319,10 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     pipeline_tag, family_tag, family_description = FAMILIES[model_type]
     if model_type == "hf_pretrain_encoder" and run.get("recipe", {}).get("objective") == "dae":
         pipeline_tag, family_description = "feature-extraction", "encoder of a denoising autoencoder (hf_pretrain encoder family)"
+    if "PretrainEncoderForReplacedTokenDetection" in config.get("architectures", []):
+        # No masked-LM head: its task head scores replaced tokens; users fine-tune it or read its token states.
+        pipeline_tag, family_tag = "feature-extraction", "electra"
+        family_description = "replaced-token-detection discriminator, ELECTRA-style (hf_pretrain encoder family)"
     recipe, summary = run.get("recipe", {}), run.get("summary", {})
     train = recipe.get("train", {})
     base_model = (recipe.get("model") or {}).get("init_from")  # continued pretraining: the starting checkpoint

@@ -52,12 +52,24 @@ def model_type_of(folder: Path) -> str:
     return model_type
 
 
+def export_loader(folder: Path, model_type: str) -> str:
+    """The Auto class that loads the folder with the head it was saved with: the `auto_map` entry naming its
+    architecture (a replaced-token-detection discriminator is AutoModelForPreTraining, not the family's masked LM,
+    whose head it does not have), else the family's default."""
+    config = json.loads((folder / "config.json").read_text())
+    architecture = (config.get("architectures") or [None])[0]
+    for auto_class, reference in (config.get("auto_map") or {}).items():
+        if architecture and reference.endswith(f".{architecture}") and auto_class != "AutoConfig":
+            return auto_class
+    return EXPORT_LOADERS[model_type]
+
+
 def save_model(final: Path, out: Path, model_type: str) -> None:
     """Re-save through save_pretrained so the code files, the full auto_map and (DAE) the generation config are
     written by the installed package, whatever wrote final/."""
     import transformers
 
-    loader = getattr(transformers, EXPORT_LOADERS[model_type])
+    loader = getattr(transformers, export_loader(final, model_type))
     model = loader.from_pretrained(final, trust_remote_code=False)  # model_type_of admitted only our families
     model.save_pretrained(out)
     if getattr(model, "can_generate", lambda: False)() and not (out / "generation_config.json").is_file():

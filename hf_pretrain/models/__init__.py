@@ -9,6 +9,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -31,6 +32,7 @@ from .modeling_pretrain_decoder import (
 )
 from .modeling_pretrain_encoder import (
     PretrainEncoderForMaskedLM,
+    PretrainEncoderForReplacedTokenDetection,
     PretrainEncoderForSequenceClassification,
     PretrainEncoderForTokenClassification,
     PretrainEncoderModel,
@@ -47,6 +49,7 @@ def register_encoder_family() -> None:
         PretrainEncoderConfig, PretrainEncoderForSequenceClassification, exist_ok=True
     )
     AutoModelForTokenClassification.register(PretrainEncoderConfig, PretrainEncoderForTokenClassification, exist_ok=True)
+    AutoModelForPreTraining.register(PretrainEncoderConfig, PretrainEncoderForReplacedTokenDetection, exist_ok=True)
 
 
 def register_dae_family() -> None:
@@ -79,6 +82,7 @@ __all__ = [
     "PretrainEncoderForMaskedLM",
     "PretrainEncoderForSequenceClassification",
     "PretrainEncoderForTokenClassification",
+    "PretrainEncoderForReplacedTokenDetection",
     "register_encoder_family",
     "PretrainDAEConfig",
     "PretrainDAEFeatureConfig",

@@ -21,6 +21,7 @@ ENCODER_AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_pretrain_encoder.PretrainEncoderForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_pretrain_encoder.PretrainEncoderForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_pretrain_encoder.PretrainEncoderForTokenClassification",
+    "AutoModelForPreTraining": "modeling_pretrain_encoder.PretrainEncoderForReplacedTokenDetection",
 }
 
 
@@ -48,6 +49,10 @@ class PretrainEncoderConfig(PreTrainedConfig):
     Args:
         vocab_size (`int`, defaults to 8192): tokens in the vocabulary (a multiple of 64 keeps GEMMs aligned).
         hidden_size (`int`, defaults to 256): width of the residual stream; must divide by `num_attention_heads`.
+        embedding_size (`int`, *optional*): width of the token embeddings when it differs from `hidden_size`
+            (factorized embeddings, as ALBERT and ELECTRA's generator): a projection maps them to the hidden size,
+            and the masked-LM head projects back to this width before the vocabulary. None: `hidden_size`. A
+            replaced-token-detection generator uses it to share the discriminator's wider embeddings.
         num_hidden_layers (`int`, defaults to 4): transformer blocks.
         num_attention_heads (`int`, defaults to 4): attention heads per block.
         intermediate_size (`int`, defaults to 704): MLP width. For `mlp_type="gated"` about 8/3 x hidden gives
@@ -85,6 +90,7 @@ class PretrainEncoderConfig(PreTrainedConfig):
 
     vocab_size: int = 8192
     hidden_size: int = 256
+    embedding_size: int | None = None
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: int = 704
@@ -122,6 +128,8 @@ class PretrainEncoderConfig(PreTrainedConfig):
                                 rotary_hint=" (or set position_embedding_type='absolute')")
         check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         check_choice("classifier_pooling", self.classifier_pooling, POOLING_TYPES)
+        if self.embedding_size is not None:
+            check_positive_int("embedding_size", self.embedding_size)
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"pad_token_id={self.pad_token_id!r} is not allowed; it must be in [0, vocab_size={self.vocab_size})."

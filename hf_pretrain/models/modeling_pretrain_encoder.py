@@ -8,6 +8,7 @@ Shapes in comments: B batch, L sequence length, C hidden size, V vocabulary, N m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils import ModelOutput
 
 from .configuration_pretrain_encoder import PretrainEncoderConfig
 from .layers import (
@@ -58,26 +60,33 @@ class PretrainEncoderPreTrainedModel(PreTrainedModel):
             pass
         elif isinstance(module, PretrainEncoderEmbeddings):
             normal(module.tok_embeddings.weight, std)
+            if module.project is not None:
+                normal(module.project.weight, std)
             if module.position_embeddings is not None:
                 normal(module.position_embeddings.weight, std)
         elif isinstance(module, PretrainEncoderPredictionHead):
             normal(module.dense.weight, std)
         elif isinstance(module, (PretrainEncoderForSequenceClassification, PretrainEncoderForTokenClassification)):
             normal(module.classifier.weight, std)
+        elif isinstance(module, PretrainEncoderForReplacedTokenDetection):
+            normal(module.detector.weight, std)
         elif isinstance(module, RotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq())
-        for name in ("qkv_proj", "o_proj", "up_proj", "down_proj", "dense", "classifier"):
+        for name in ("qkv_proj", "o_proj", "up_proj", "down_proj", "dense", "classifier", "detector"):
             linear = getattr(module, name, None)
             if isinstance(linear, nn.Linear) and linear.bias is not None:
                 init.zeros_(linear.bias)
 
 
 class PretrainEncoderEmbeddings(nn.Module):
-    """Token embeddings (+ learned absolute positions when configured), then norm and dropout."""
+    """Token embeddings (projected to the hidden size when `embedding_size` differs), + learned absolute positions
+    when configured, then norm and dropout."""
 
     def __init__(self, config: PretrainEncoderConfig):
         super().__init__()
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        width = getattr(config, "embedding_size", None) or config.hidden_size  # the DAE config has none
+        self.tok_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.project = nn.Linear(width, config.hidden_size, bias=False) if width != config.hidden_size else None
         self.position_embeddings = (
             nn.Embedding(config.max_position_embeddings, config.hidden_size)
             if config.position_embedding_type == "absolute"
@@ -97,6 +106,8 @@ class PretrainEncoderEmbeddings(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         embeddings = self.tok_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.project is not None:
+            embeddings = self.project(embeddings)  # (B, L, E) -> (B, L, C)
         if self.position_embeddings is not None:
             embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.norm(embeddings))
@@ -198,13 +209,15 @@ class PretrainEncoderModel(PretrainEncoderPreTrainedModel):
 
 
 class PretrainEncoderPredictionHead(nn.Module):
-    """dense -> activation -> norm, applied before the vocabulary or label projection (as BERT/ModernBERT)."""
+    """dense -> activation -> norm, applied before the vocabulary or label projection (as BERT/ModernBERT).
+    `output_size`: the width it maps to (the embedding width before a tied vocabulary projection); default C."""
 
-    def __init__(self, config: PretrainEncoderConfig):
+    def __init__(self, config: PretrainEncoderConfig, output_size: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.mlp_bias)
+        output_size = output_size or config.hidden_size
+        self.dense = nn.Linear(config.hidden_size, output_size, bias=config.mlp_bias)
         self.act = ACT2FN[config.hidden_act]
-        self.norm = make_norm(config.norm_type, config.hidden_size, config.norm_eps, config.norm_bias)
+        self.norm = make_norm(config.norm_type, output_size, config.norm_eps, config.norm_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(hidden_states)))
@@ -231,8 +244,9 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
     def __init__(self, config: PretrainEncoderConfig):
         super().__init__(config)
         self.model = PretrainEncoderModel(config)
-        self.head = PretrainEncoderPredictionHead(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
+        width = getattr(config, "embedding_size", None) or config.hidden_size  # the DAE config has none
+        self.head = PretrainEncoderPredictionHead(config, output_size=width)
+        self.decoder = nn.Linear(width, config.vocab_size, bias=config.decoder_bias)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -417,11 +431,81 @@ class PretrainEncoderForTokenClassification(PretrainEncoderPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+@dataclass
+class ReplacedTokenDetectionOutput(ModelOutput):
+    """`logits` (B, L): the score that each token was replaced (> 0: replaced); `loss`: binary cross-entropy over
+    the positions with a label."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class PretrainEncoderForReplacedTokenDetection(PretrainEncoderPreTrainedModel):
+    """Encoder + replaced-token-detection head (ELECTRA's discriminator, Clark et al. 2020): at every position, was
+    this token replaced? Pretrained by `objective: rtd`; its encoder (`model.*`) and head transform (`head.*`)
+    load into every other head of the family, as a masked LM's do."""
+
+    def __init__(self, config: PretrainEncoderConfig):
+        super().__init__(config)
+        self.model = PretrainEncoderModel(config)
+        self.head = PretrainEncoderPredictionHead(config)
+        self.detector = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        num_items_in_batch: torch.Tensor | None = None,
+        **kwargs,
+    ) -> ReplacedTokenDetectionOutput | tuple:
+        """`labels` (B, L): 1 where the token was replaced, 0 where it is the original, -100 where nothing is
+        scored. The loss is the mean over scored positions, or the sum over `num_items_in_batch` when given."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.detector(self.head(outputs.last_hidden_state)).squeeze(-1)  # (B, L)
+        loss = None
+        if labels is not None:
+            scored = labels != -100
+            summed = nn.functional.binary_cross_entropy_with_logits(
+                logits[scored].float(), labels[scored].float(), reduction="sum"
+            )
+            loss = summed / (num_items_in_batch if num_items_in_batch is not None else scored.sum().clamp(min=1))
+        output = ReplacedTokenDetectionOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+    def training_flops(self, tokens: int, sequence_length: int) -> float:
+        """Useful FLOPs of training on `tokens` positions (packed rows of `sequence_length`): every linear layer,
+        the head included, on every token (every position is scored), and attention over the row."""
+        config = self.config
+        attention = attention_flops(config.num_hidden_layers, sequence_length, config.hidden_size, tokens)
+        return float(6 * linear_weight_count(self) * tokens + attention)
+
+
 # Saving any of these copies this file, its sibling imports and the full auto_map (trust_remote_code export).
 PretrainEncoderModel.register_for_auto_class("AutoModel")
 PretrainEncoderForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
 PretrainEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 PretrainEncoderForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+PretrainEncoderForReplacedTokenDetection.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = [
     "PretrainEncoderPreTrainedModel",
@@ -429,4 +513,6 @@ __all__ = [
     "PretrainEncoderForMaskedLM",
     "PretrainEncoderForSequenceClassification",
     "PretrainEncoderForTokenClassification",
+    "PretrainEncoderForReplacedTokenDetection",
+    "ReplacedTokenDetectionOutput",
 ]

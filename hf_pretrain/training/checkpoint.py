@@ -239,7 +239,7 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
         load_sharded_weights(unwrap(model), state, folder)
         return
     result = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    tied = set(tied_names(model))  # second names of shared tensors, at any depth (save_pretrained drops them)
     missing = [key for key in result.missing_keys if key not in tied]
     if missing or result.unexpected_keys:
         raise RuntimeError(

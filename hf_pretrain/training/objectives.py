@@ -431,6 +431,109 @@ class MaskedLMObjective(PackedTextObjective):
         return transformers_flops(self.model, tokens, predicted, length)
 
 
+# ----------------------------------------------------------------------------------------------- replaced tokens
+class ReplacedTokenDetectionObjective(PackedTextObjective):
+    """Packed blocks of the corpus, masked as for the masked LM; a small generator fills the masked positions with
+    its samples and the discriminator (the model of `model.config`) learns at every position whether the token was
+    replaced (ELECTRA; hf_pretrain/models/replaced_token_detection.py). loss = generator MLM loss (mean over the
+    step's masked tokens) + rtd.detection_weight x detection loss (mean over the step's tokens)."""
+
+    name = "rtd"
+    tokenizer_objective = "mlm"
+
+    @property
+    def config_class(self):
+        from ..models import PretrainEncoderConfig
+
+        return PretrainEncoderConfig
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        from ..data.masking import ReplacedTokenCollator
+        from ..models.replaced_token_detection import ReplacedTokenDetectionPretrainer, generator_config
+
+        super().__init__(recipe, accelerator, run_dir, announce)
+        masking, settings = recipe.masking, recipe.rtd
+        self.build_packed_datasets(accelerator, with_word_starts=masking.whole_word or masking.span)
+        torch.manual_seed(recipe.train.seed)
+        discriminator = model_config_from_recipe(
+            self.config_class, recipe, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id
+        )
+        generator = generator_config(discriminator, settings.generator_width, settings.generator_layers)
+        self.model = ReplacedTokenDetectionPretrainer(discriminator, generator, settings.sampling_temperature)
+        announce(
+            f"replaced-token detection: generator {generator.hidden_size} wide x {generator.num_hidden_layers} "
+            f"blocks ({self.model.generator.num_parameters():,} parameters with the shared embeddings), "
+            f"discriminator {discriminator.hidden_size} wide x {discriminator.num_hidden_layers} blocks "
+            f"({self.model.discriminator.num_parameters():,})"
+        )
+        self.apply_embedding_init(self.training_documents)
+        collator_settings = dict(
+            mlm_probability=masking.mlm_probability,
+            mask_replace_prob=masking.mask_replace_prob,
+            random_replace_prob=masking.random_replace_prob,
+            whole_word=masking.whole_word,
+            span=masking.span,
+        )
+        self.train_collator = ReplacedTokenCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
+        self.eval_collator = ReplacedTokenCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
+
+    def count_items(self, batch: dict) -> torch.Tensor:
+        """(2,): masked tokens (the generator's loss averages over them) and scored tokens (the detector's)."""
+        masked = (batch["labels"] != IGNORE_INDEX).sum()
+        mask = batch.get("attention_mask")
+        scored = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel())
+        return torch.stack([masked, scored.to(masked.dtype)])
+
+    def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
+        sums = model(**batch)
+        items_in_step = items_in_step.to(sums.generator_loss_sum.device)
+        generator_loss = sums.generator_loss_sum / items_in_step[0]
+        return generator_loss + self.recipe.rtd.detection_weight * sums.detection_loss_sum / items_in_step[1]
+
+    def eval_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        sums = model(**batch)
+        return {name: value.detach() for name, value in sums.items()}
+
+    def eval_metrics(self, totals: dict) -> dict:
+        masked, scored = max(totals.get("masked", 0), 1), max(totals.get("scored", 0), 1)
+        generator_loss = totals.get("generator_loss_sum", math.nan) / masked
+        detection_loss = totals.get("detection_loss_sum", math.nan) / scored
+        return {
+            "loss": generator_loss + self.recipe.rtd.detection_weight * detection_loss,
+            "generator_loss": generator_loss,
+            "generator_accuracy": totals.get("generator_correct", 0) / masked,
+            "detection_loss": detection_loss,
+            "detection_accuracy": totals.get("detection_correct", 0) / scored,
+            "replaced_share": totals.get("replaced", 0) / scored,
+        }
+
+    @staticmethod
+    def describe_evals(before: dict, after: dict) -> str | None:
+        def line(metrics: dict) -> str:
+            return (
+                f"detection accuracy {metrics['detection_accuracy']:.1%} on {metrics['replaced_share']:.1%} replaced"
+                f" tokens, generator loss {metrics['generator_loss']:.3f}"
+            )
+
+        return f"eval: {line(before)} -> {line(after)}"
+
+    def step_flops(self, micro_batches: list[dict]) -> float:
+        tokens = sum(self.count_tokens(b) for b in micro_batches)
+        masked = sum(int(self.count_items(b)[0]) for b in micro_batches)
+        return self.model.training_flops(tokens, masked, self.recipe.data.block_size)
+
+    def final_folders(self, model, weights: dict | None) -> list[tuple[str, object, dict | None]]:
+        """`final`: the discriminator (what fine-tuning, embed and export read); `generator`: the fill-mask model."""
+        folders = []
+        for name, part, prefix in (("final", model.discriminator, "discriminator."),
+                                   ("generator", model.generator, "generator.")):
+            part_weights = None if weights is None else {
+                key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)
+            }
+            folders.append((name, part, part_weights))
+        return folders
+
+
 # ----------------------------------------------------------------------------------------------- causal LM
 class CausalLMObjective(PackedTextObjective):
     """Packed blocks of the corpus, next-token prediction; our decoder family (per-document positions and
@@ -771,6 +874,7 @@ class FeatureDenoisingObjective(Objective):
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MaskedLMObjective,
     "clm": CausalLMObjective,
+    "rtd": ReplacedTokenDetectionObjective,
     "dae": DenoisingObjective,
     "dae-features": FeatureDenoisingObjective,
 }

@@ -51,7 +51,7 @@ def test_export_folder_holds_weights_code_tokenizer_recipe_and_card(mlm_export):
     assert expected <= names, expected - names
     auto_map = json.loads((mlm_export / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
-                             "AutoModelForTokenClassification"}
+                             "AutoModelForTokenClassification", "AutoModelForPreTraining"}
     pytest.importorskip("matplotlib")
     assert (mlm_export / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -16,6 +16,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
@@ -23,6 +24,7 @@ from transformers import (
 from hf_pretrain import (
     PretrainEncoderConfig,
     PretrainEncoderForMaskedLM,
+    PretrainEncoderForReplacedTokenDetection,
     PretrainEncoderForSequenceClassification,
     PretrainEncoderForTokenClassification,
     PretrainEncoderModel,
@@ -34,6 +36,7 @@ HEADS = (
     PretrainEncoderForMaskedLM,
     PretrainEncoderForSequenceClassification,
     PretrainEncoderForTokenClassification,
+    PretrainEncoderForReplacedTokenDetection,
 )
 
 
@@ -313,6 +316,7 @@ def test_auto_classes_resolve_to_our_family(tmp_path):
         (AutoModelForMaskedLM, PretrainEncoderForMaskedLM),
         (AutoModelForSequenceClassification, PretrainEncoderForSequenceClassification),
         (AutoModelForTokenClassification, PretrainEncoderForTokenClassification),
+        (AutoModelForPreTraining, PretrainEncoderForReplacedTokenDetection),
     ):
         assert type(auto.from_config(config)) is cls
 
@@ -328,6 +332,7 @@ def test_save_pretrained_writes_the_full_auto_map_and_code(tmp_path, cls):
         "AutoModelForMaskedLM",
         "AutoModelForSequenceClassification",
         "AutoModelForTokenClassification",
+        "AutoModelForPreTraining",
     }
     for name in ("configuration_pretrain_encoder.py", "modeling_pretrain_encoder.py", "layers.py"):
         source = (tmp_path / name).read_text()
@@ -351,12 +356,29 @@ def test_round_trip_gives_identical_logits(tmp_path):
     )
 
 
+def test_factorized_embeddings_project_to_the_hidden_size_and_stay_tied(tmp_path):
+    """embedding_size < or > hidden_size (ALBERT/ELECTRA's generator): the embedding table has that width, a
+    projection maps it to the hidden size, and the masked-LM head maps back to it, so the decoder stays tied."""
+    for width in (16, 64):
+        model = make_model(PretrainEncoderForMaskedLM, embedding_size=width)
+        assert model.get_input_embeddings().weight.shape == (VOCAB, width)
+        assert model.decoder.weight is model.get_input_embeddings().weight
+        ids = random_ids(2, 9)
+        assert model(ids).logits.shape == (2, 9, VOCAB)
+        model.save_pretrained(tmp_path / str(width))
+        reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path / str(width)).eval()
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    assert make_model(PretrainEncoderForMaskedLM).model.embeddings.project is None  # the default: no projection
+    with pytest.raises(ValueError, match="embedding_size=0 is not allowed"):
+        tiny_config(embedding_size=0)
+
+
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.modules["hf_pretrain"] = None  # `import hf_pretrain` now raises ImportError: prove we never need it
     import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoModelForTokenClassification
     from safetensors.torch import load_file
 
     folder, reference = sys.argv[1], sys.argv[2]
@@ -372,6 +394,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     assert torch.equal(logits, tensors["logits"]), (logits - tensors["logits"]).abs().max()
     tagger = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True, num_labels=5)
     assert tagger(tensors["input_ids"]).logits.shape[-1] == 5
+    detector = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True)  # an ELECTRA discriminator
+    assert detector(tensors["input_ids"]).logits.shape == tensors["input_ids"].shape
     print("FRESH-PROCESS-OK", type(model).__name__)
     """
 )
