@@ -14,6 +14,9 @@ from pathlib import Path
 # 85.8% from scratch), with 256 the pretrained encoder's knowledge of which words go together is what generalises
 # (README, "Measured": the transfer paragraph).
 QUICKSTART_LABELED_EXAMPLES = 256
+# The pretraining recipe of the quickstart: the objective with the larger fine-tuning gain at its 3-minute budget in
+# benchmarks/bench_transfer_budget.py (benchmarks/RESULTS.md#transfer-budget).
+QUICKSTART_RECIPE = "mlm-tiny"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     quickstart = commands.add_parser(
-        "quickstart", help="see it work, offline: tokenizer + masked-LM pretraining on the built-in corpus"
+        "quickstart", help="see it work, offline: tokenizer + pretraining on the built-in corpus + fine-tuning"
     )
     quickstart.add_argument("--out", default="runs/quickstart", help="run folder (default runs/quickstart)")
     quickstart.add_argument(
@@ -133,8 +136,8 @@ def run_quickstart(args: argparse.Namespace) -> int:
     if labeled < 0:  # checked before any compute
         raise RecipeError(f"--labeled-examples={labeled} is not allowed; use a number of examples >= 1, or 0 for all.")
     out = Path(args.out)
-    recipe = load_recipe("mlm-tiny", [f"output.dir={out}", *args.overrides])
-    print(f"quickstart 1/3: pretraining the tiny masked LM on the built-in corpus (recipe mlm-tiny) -> {out}")
+    recipe = load_recipe(QUICKSTART_RECIPE, [f"output.dir={out}", *args.overrides])
+    print(f"quickstart 1/3: pretraining on the built-in corpus (recipe {QUICKSTART_RECIPE}) -> {out}")
     result = Pretraining(recipe).run()
     print_summary(result)
     check_final_folder_loads(result["final_dir"])
@@ -172,12 +175,15 @@ def quickstart_table(pretraining: dict, tuned: dict, exported: Path) -> str:
 
 
 def check_final_folder_loads(final_dir: str) -> None:
-    from transformers import AutoModelForMaskedLM
+    import transformers
+
+    from .hub.export import export_loader
 
     # In this process the installed, registered classes load it (no folder code runs); where hf_pretrain is not
     # installed the same call needs trust_remote_code=True (tests/hub/test_export.py runs that in a fresh process).
-    model = AutoModelForMaskedLM.from_pretrained(final_dir)
-    print(f"loaded {final_dir} with AutoModelForMaskedLM.from_pretrained(...) (without hf_pretrain installed: "
+    loader = export_loader(Path(final_dir), "hf_pretrain_encoder")  # the Auto class of its saved head
+    model = getattr(transformers, loader).from_pretrained(final_dir)
+    print(f"loaded {final_dir} with {loader}.from_pretrained(...) (without hf_pretrain installed: "
           f"add trust_remote_code=True): {type(model).__name__}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 

@@ -171,7 +171,7 @@ def test_recipe_rules_for_rtd(tmp_path, tiny_rtd):
 
 
 # ----------------------------------------------------------------------------------------------- the real CLI
-def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(tmp_path, tiny_rtd):
+def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(tmp_path, tiny_rtd, capsys):
     run_dir = tmp_path / "run"
     result = run_cli(tmp_path, "pretrain", str(tiny_rtd), f"output.dir={run_dir}")
     losses = step_losses(run_dir)
@@ -185,6 +185,10 @@ def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(t
     config = json.loads((run_dir / "final" / "config.json").read_text())
     assert config["architectures"] == ["PretrainEncoderForReplacedTokenDetection"]
     discriminator = transformers.AutoModelForPreTraining.from_pretrained(run_dir / "final")
+    from hf_pretrain.cli import check_final_folder_loads  # the quickstart's check, with the head it was saved with
+
+    check_final_folder_loads(str(run_dir / "final"))
+    assert "AutoModelForPreTraining.from_pretrained" in capsys.readouterr().out
     classifier, info = transformers.AutoModelForSequenceClassification.from_pretrained(
         run_dir / "final", num_labels=3, output_loading_info=True)
     assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
