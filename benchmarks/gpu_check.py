@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -86,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="results JSON (a .md table beside it); default $OUT/gpu_check.json when $OUT is set, "
                              "else benchmarks/gpu_check_results.json")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS,
-                        help="seconds for all parts together; a part gets the smaller of its own limit and what is left")
+                        help="seconds for all parts together; a part gets the smaller of its own limit and what "
+                             "is left")
     parser.add_argument("--part-timeout", type=float, default=None, help="one limit (seconds) for every part")
     parser.add_argument("--compile", action="store_true", help="speed: torch.compile every model")
     parser.add_argument("--mask-prob", type=float, default=0.15, help="speed: share of positions masked")
@@ -484,6 +486,7 @@ def run_fsdp(args, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.set_device(device.index or 0)
     dist.init_process_group(backend)
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_fsdp_"))
     try:
         mesh = init_device_mesh(device.type, (1,))
 
@@ -522,7 +525,6 @@ def run_fsdp(args, device: torch.device) -> dict:
                     tensors[f"optimizer/{index}/{name}"] = whole(value)
             return tensors
 
-        work = Path(tempfile.mkdtemp(prefix="gpu_check_fsdp_"))
         model, optimizer = sharded_model(seed=0)
         uninterrupted = {step: train_step(model, optimizer, step) for step in (1, 2)}
         start = time.perf_counter()
@@ -551,6 +553,7 @@ def run_fsdp(args, device: torch.device) -> dict:
         sharded = is_sharded(resumed_model)
     finally:
         dist.destroy_process_group()
+        shutil.rmtree(work, ignore_errors=True)
     # On a GPU the backward kernels may sum in another order from run to run: the step after resume (forward
     # only on equal weights) must match exactly, the one after that to float rounding.
     later_tolerance = 0.0 if device.type == "cpu" else 1e-5 * abs(uninterrupted[4])
@@ -568,7 +571,7 @@ def run_fsdp(args, device: torch.device) -> dict:
                "losses_uninterrupted": uninterrupted, "losses_resumed": resumed,
                "weights_max_abs_diff_after_step_4": weight_diff, "tensors_compared": len(saved),
                "tensors_different": different[:10], "checkpoint_mb": checkpoint_mb, "save_seconds": save_seconds,
-               "load_seconds": load_seconds, "checkpoint": str(folder)}
+               "load_seconds": load_seconds}
     status = "pass" if all(c["passed"] for c in checks) else "fail"
     return {"status": status, "figures": figures, "checks": checks, "notes": []}
 
@@ -596,6 +599,7 @@ def loop_with_poisoned_step(run_dir: Path, precision: str, cpu_grad_scaler: bool
     from accelerate.state import AcceleratorState
 
     from hf_pretrain.training.loop import Pretraining
+    from hf_pretrain.training.metrics import parse_metrics
     from hf_pretrain.training.objectives import build_objective
 
     # Accelerate keeps one state per process; each run here asks for its own precision.
@@ -627,7 +631,6 @@ def loop_with_poisoned_step(run_dir: Path, precision: str, cpu_grad_scaler: bool
         return build_objective(recipe, accelerator, run_dir, announce)
 
     result = {"precision": precision, "cpu_grad_scaler": cpu_grad_scaler}
-    run = None
     try:
         run = PoisonedStep(fp16_recipe(run_dir, precision),
                            objective_factory=objective_with_cpu_scaler if cpu_grad_scaler else None,
@@ -643,13 +646,8 @@ def loop_with_poisoned_step(run_dir: Path, precision: str, cpu_grad_scaler: bool
         if "unscale_() has already been called" in str(error):
             result["diagnosis"] = ("the loop did not call optimizer.step() on the skipped step, so Accelerate's "
                                    "GradScaler never ran update(); the next step's unscale_ refuses")
-    finally:
-        if run is not None and run.lock is not None:
-            from hf_pretrain.training.checkpoint import release_run_lock
-
-            release_run_lock(run.lock)
     metrics = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    records = parse_metrics(metrics.read_text())[0] if metrics.exists() else []
     result["skipped_in_metrics"] = [r["step"] for r in records if "skipped" in r]
     result["steps_logged"] = max((r["step"] for r in records if "loss" in r), default=0)
     before, after = POISONED_STEP, POISONED_STEP + 1
@@ -688,14 +686,16 @@ def fp16_checks(label: str, result: dict) -> list[dict]:
 
 
 def run_fp16(args, device: torch.device) -> dict:
-    os.environ.setdefault("HF_PRETRAIN_CACHE", tempfile.mkdtemp(prefix="gpu_check_cache_"))
     work = Path(tempfile.mkdtemp(prefix="gpu_check_fp16_"))
+    os.environ["HF_PRETRAIN_CACHE"] = str(work / "cache")  # tokenized data of these runs only, removed after
     runs = {}
     if device.type == "cuda":
         runs["fp16 (Accelerate's GradScaler)"] = loop_with_poisoned_step(work / "fp16", "fp16", cpu_grad_scaler=False)
     else:
-        runs["fp32 (Accelerate's fp16 on a CPU)"] = loop_with_poisoned_step(work / "fp32", "fp32", cpu_grad_scaler=False)
+        runs["fp32 (as Accelerate runs fp16 on a CPU)"] = loop_with_poisoned_step(work / "fp32", "fp32",
+                                                                                  cpu_grad_scaler=False)
         runs["fp16 with a CPU GradScaler"] = loop_with_poisoned_step(work / "scaler", "fp16", cpu_grad_scaler=True)
+    shutil.rmtree(work, ignore_errors=True)
     checks = [c for label, result in runs.items() for c in fp16_checks(label, result)]
     notes = [f"{label}: {result['diagnosis']}" for label, result in runs.items() if result.get("diagnosis")]
     if device.type == "cpu":
@@ -778,7 +778,8 @@ def environment(device: torch.device) -> dict:
         properties = torch.cuda.get_device_properties(device)
         name = f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
     else:
-        name = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        name = (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"{torch.get_num_threads()} threads")
     status = git("status", "--porcelain")
     return {"device": name, "torch": torch.__version__, "transformers": installed("transformers"),
             "accelerate": installed("accelerate"), "flash_attn": installed("flash-attn"),

@@ -129,7 +129,8 @@ def test_the_packed_document_check_catches_attention_across_documents():
     start = int((positions == 0).nonzero().flatten()[1])  # the second document
     with torch.no_grad():
         packed = model(**inputs).last_hidden_state[0, :start]
-        alone = model(input_ids=inputs["input_ids"][:, :start], position_ids=positions[None, :start]).last_hidden_state[0]
+        alone = model(input_ids=inputs["input_ids"][:, :start], position_ids=positions[None, :start])
+    alone = alone.last_hidden_state[0]
     assert (packed - alone).abs().max() > 100 * gpu_check.FP32_TOLERANCE
 
 
@@ -147,7 +148,7 @@ def test_fsdp2_checkpoint_resumes_into_a_fresh_sharded_model_exactly(tiny_run):
 @pytest.mark.slow
 def test_the_loop_skips_a_non_finite_step_and_trains_on_in_fp32(tiny_run):
     runs = tiny_run["report"]["parts"]["fp16"]["figures"]["runs"]
-    fp32 = runs["fp32 (Accelerate's fp16 on a CPU)"]
+    fp32 = runs["fp32 (as Accelerate runs fp16 on a CPU)"]
     assert fp32["finished"] and fp32["skipped_steps"] == 1 and fp32["skipped_in_metrics"] == [3]
     assert fp32["weights_untouched_by_skipped_step"] and fp32["optimizer_untouched_by_skipped_step"]
     assert fp32["weights_changed_after_skip"]
