@@ -57,8 +57,9 @@ STARTS = ("scratch", "spectral", *OBJECTIVES)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[3.0, 10.0, 30.0],
-                        help="pretraining budgets, wall-clock minutes")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[3.0, 10.0, 30.0],
+                        help="pretraining budgets, wall-clock minutes (none: only the scratch and spectral starts, "
+                             "which no budget changes)")
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
     parser.add_argument("--labels", type=int, nargs="+", default=[256, 0],
                         help="labeled training examples per fine-tuning run (0: all)")
