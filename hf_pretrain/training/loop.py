@@ -1,7 +1,8 @@
 """The pretraining loop: one loop, read top to bottom — lr, forward, backward, clip, step, log, eval, save.
 
 Everything objective-specific (model, data, noise, eval metrics) comes from an `Objective`
-(`hf_pretrain.training.objectives`); multi-GPU, multi-node, FSDP and DeepSpeed come from `accelerate launch`.
+(`hf_pretrain.training.objectives`); multi-GPU, multi-node and FSDP come from `accelerate launch`. DeepSpeed is
+refused at setup (`refuse_unverified_engine`): no GPU has run it with this loop.
 
 Exact resume: the data order is Accelerate's seedable sampler (seed + epoch), the noise is a pure function of
 (seed, epoch, example index), dropout is reseeded from (seed, step, rank) every step, and checkpoints hold weights,
@@ -12,6 +13,7 @@ on CPU (budgets in steps or tokens; a wall-clock budget is by nature not repeata
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 from torch.utils.data import DataLoader
 
 from ..folders import swap_into_place, write_complete_marker
@@ -117,6 +119,7 @@ class Pretraining:
         train = recipe.train
         log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
         precision = resolve_precision(train.precision)  # "fp32", "bf16" or "fp16"
+        refuse_unverified_engine(os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true")
         self.accelerator = Accelerator(
             mixed_precision="no" if precision == "fp32" else precision,
             cpu=not torch.cuda.is_available(),
@@ -125,6 +128,7 @@ class Pretraining:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed),
             step_scheduler_with_optimizer=False,
         )
+        refuse_unverified_engine(self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -483,6 +487,19 @@ class Pretraining:
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
+def refuse_unverified_engine(deepspeed: bool) -> None:
+    """DeepSpeed's own clipping, accumulation, fp16 overflow skip and engine checkpoints have never run with this
+    loop (that needs a GPU), so a DeepSpeed launch stops before any work instead of training on unchecked paths.
+    Checked twice: from `accelerate launch`'s environment before the Accelerator exists (building one for DeepSpeed
+    fails on a missing `deepspeed` package with a less useful message), and from the Accelerator itself."""
+    if deepspeed:
+        raise RecipeError(
+            "accelerate launch config: distributed_type=DEEPSPEED is not supported (DeepSpeed has not been run and "
+            "verified with this training loop); use FSDP2 (recipes/accelerate/fsdp.yaml) or DDP "
+            "(recipes/accelerate/ddp.yaml) instead."
+        )
+
+
 def resolved_precision_name(accelerator) -> str:
     """What the run computed in: "fp32", "bf16" or "fp16" (a recipe's `auto` resolved on this machine)."""
     return {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)

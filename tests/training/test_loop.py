@@ -191,3 +191,20 @@ def test_token_embeddings_are_not_weight_decayed_whatever_their_name(tmp_path):
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     assert id(model.get_input_embeddings().weight) not in decayed
     assert id(model.model.layers[0].mlp.up_proj.weight) in decayed
+
+
+def test_a_deepspeed_launch_is_refused_before_any_work(tmp_path, monkeypatch):
+    """DeepSpeed has not run with this loop: `accelerate launch` with a DeepSpeed config (it sets
+    ACCELERATE_USE_DEEPSPEED) stops at setup with one line pointing to FSDP2 or DDP; nothing is written."""
+    from hf_pretrain.recipe import RecipeError
+    from hf_pretrain.training.loop import refuse_unverified_engine
+
+    refuse_unverified_engine(False)
+    with pytest.raises(RecipeError, match="distributed_type=DEEPSPEED is not supported") as error:
+        refuse_unverified_engine(True)
+    assert "fsdp.yaml" in str(error.value) and "ddp.yaml" in str(error.value) and "\n" not in str(error.value)
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(RecipeError, match="DEEPSPEED is not supported"):
+        Pretraining(tiny_recipe(tmp_path / "run"))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

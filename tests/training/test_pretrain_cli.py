@@ -59,10 +59,13 @@ def tiny_recipe_fixed_tokenizer(tmp_path, shared_tokenizer) -> Path:
     return path
 
 
+# The checkout these tests belong to: subprocesses import its hf_pretrain, not whichever copy is installed.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def cli_env(tmp_path: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_PRETRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
-    return env
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_PRETRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO_ROOT)}
 
 
 def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
