@@ -55,7 +55,11 @@ class TrainerState:
 
     step: int = 0  # optimizer steps taken
     epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed, per process
+    # How `batches_in_epoch` was counted: a resume with other values moves to the same position in the data
+    # (loop.resume_position). None in checkpoints written before these were recorded: taken as the resuming run's.
+    num_processes: int | None = None
+    batch_size: int | None = None  # train.batch_size (per process) of the run that wrote the checkpoint
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     bad_steps_in_a_row: int = 0

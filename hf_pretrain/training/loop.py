@@ -1,7 +1,8 @@
 """The pretraining loop: one loop, read top to bottom — lr, forward, backward, clip, step, log, eval, save.
 
 Everything objective-specific (model, data, noise, eval metrics) comes from an `Objective`
-(`hf_pretrain.training.objectives`); multi-GPU, multi-node, FSDP and DeepSpeed come from `accelerate launch`.
+(`hf_pretrain.training.objectives`); multi-GPU, multi-node and FSDP come from `accelerate launch`. DeepSpeed is
+refused at setup (`refuse_unverified_engine`): no GPU has run it with this loop.
 
 Exact resume: the data order is Accelerate's seedable sampler (seed + epoch), the noise is a pure function of
 (seed, epoch, example index), dropout is reseeded from (seed, step, rank) every step, and checkpoints hold weights,
@@ -12,6 +13,7 @@ on CPU (budgets in steps or tokens; a wall-clock budget is by nature not repeata
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 from torch.utils.data import DataLoader
 
 from ..folders import swap_into_place, write_complete_marker
@@ -117,6 +119,7 @@ class Pretraining:
         train = recipe.train
         log_with = [t for t in recipe.output.log_with if tracker_available(t, announce)]
         precision = resolve_precision(train.precision)  # "fp32", "bf16" or "fp16"
+        refuse_unverified_engine(os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true")
         self.accelerator = Accelerator(
             mixed_precision="no" if precision == "fp32" else precision,
             cpu=not torch.cuda.is_available(),
@@ -125,6 +128,7 @@ class Pretraining:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed),
             step_scheduler_with_optimizer=False,
         )
+        refuse_unverified_engine(self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +140,8 @@ class Pretraining:
         # The checkpoint to resume from, and its recipe checked against this one, before any work.
         self.resume_from = find_resumable_checkpoint(self.run_dir, report=announce if self.is_main else silent)
         if self.resume_from is not None:
-            check_resume_recipe(self.resume_from, self.run_dir, recipe, announce if self.is_main else silent)
+            check_resume_recipe(self.resume_from, self.run_dir, recipe, announce if self.is_main else silent,
+                                load_trainer_state(self.resume_from), self.accelerator.num_processes)
         if self.is_main:
             (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         self.accelerator.wait_for_everyone()
@@ -181,7 +186,12 @@ class Pretraining:
             )
         self.peak, self.peak_source = peak_tflops(self.accelerator.device, train.precision, train.peak_tflops)
         self.metrics = MetricsLog(self.run_dir, self.accelerator)
-        self.state = TrainerState()
+        self.state = TrainerState(num_processes=self.accelerator.num_processes, batch_size=train.batch_size)
+        self.resume_skip = None  # micro-batches of the resumed epoch to skip, per process
+        if self.resume_from is not None:  # a position this launch cannot reach exactly is refused before any step
+            self.resume_skip = resume_position(load_trainer_state(self.resume_from), train.batch_size,
+                                               self.accelerator.num_processes, batch_sampler is not None,
+                                               self.resume_from)
         self._iterator = None  # over the train loader, for the epoch in progress (next_batch)
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -245,6 +255,15 @@ class Pretraining:
                 truncate_metrics(self.run_dir / "metrics.jsonl", -1, self.announce)
             return
         self.state = load_trainer_state(found)
+        if self.is_main and (self.state.num_processes or self.accelerator.num_processes) != self.accelerator.num_processes:
+            self.announce(
+                f"resuming with {self.accelerator.num_processes} process(es) instead of {self.state.num_processes}: "
+                f"step {self.state.step}, epoch {self.state.epoch}, the same examples seen; a step now reads "
+                f"{self.accelerator.num_processes * self.recipe.train.batch_size * self.recipe.train.grad_accum} "
+                f"examples (was {self.state.num_processes * (self.state.batch_size or self.recipe.train.batch_size) * self.recipe.train.grad_accum})"
+            )
+        self.state.batches_in_epoch = self.resume_skip
+        self.state.num_processes, self.state.batch_size = self.accelerator.num_processes, self.recipe.train.batch_size
         model = self.accelerator.unwrap_model(self.model)
         load_model_weights(model, found)  # every rank: a sharded (FSDP2) model keeps each rank's slice
         optimizer_from_files(self.raw_optimizer, found, model=model)
@@ -314,6 +333,7 @@ class Pretraining:
         bar = make_progress_bar(self.recipe, self.is_main, state)
         resumed_at = (state.epoch, state.batches_in_epoch)
         clock = time.perf_counter() - state.elapsed_seconds
+        window = LogWindow(accelerator.device)
         self.model.train()
 
         while not self.should_stop():
@@ -355,17 +375,19 @@ class Pretraining:
             step_loss = accelerator.reduce(step_loss, reduction="sum")
 
             # ---- clip, guard against non-finite values, step
-            if train.clip_grad_norm:
+            if train.clip_grad_norm:  # unscales fp16 gradients first
                 grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), train.clip_grad_norm)
             else:
+                accelerator.unscale_gradients()  # fp16: the norm (and the scaler's overflow check) of true gradients
                 grad_norm = total_grad_norm(self.model)
-            finite = bool(torch.isfinite(step_loss)) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
-            if finite:
-                self.optimizer.step()
-                state.bad_steps_in_a_row = 0
-            else:
-                state.bad_steps_in_a_row += 1
-                state.skipped_steps += 1
+            grad_norm = plain_tensor(grad_norm, step_loss.device)
+            # The one device-to-host read of a step: whether to step at all has to be known on the host, because
+            # torch's AdamW cannot skip on a device flag (with zero gradients it still decays its moments and counts
+            # the step). Loss and grad norm themselves stay on the device until a record is written.
+            loss_finite, norm_finite = torch.stack([torch.isfinite(step_loss), torch.isfinite(grad_norm)]).tolist()
+            skipped = step_or_skip(self.optimizer, loss_finite, norm_finite)
+            state.bad_steps_in_a_row = next_bad_streak(state.bad_steps_in_a_row, skipped)
+            state.skipped_steps += skipped is not None
             self.optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens_seen += tokens
@@ -373,31 +395,23 @@ class Pretraining:
             step_seconds = now - clock - state.elapsed_seconds
             state.elapsed_seconds = now - clock
 
-            # ---- log
-            record = {
-                "loss": step_loss.item(),
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-                "tokens": state.tokens_seen,
-                "tokens_per_s": tokens / max(step_seconds, 1e-9),
-                "mfu": self.objective.step_flops(micro_batches) * accelerator.num_processes
-                / max(step_seconds, 1e-9) / (self.peak * 1e12),
-                "data_wait": data_wait / max(step_seconds, 1e-9),
-                "epoch": state.epoch,
-            }
-            if not finite:
-                record["skipped"] = "non-finite loss or grad norm"
-            self.metrics.log(record, step=state.step)
-            update_progress_bar(bar, record, self.progress())
+            # ---- log (every train.log_every steps, and before a checkpoint, so records do not depend on resumes)
+            window.add(step_loss, grad_norm, skipped, lr, tokens, step_seconds, data_wait,
+                       self.objective.step_flops(micro_batches) * accelerator.num_processes)
             if state.bad_steps_in_a_row >= train.max_bad_steps:
+                self.write_record(window, bar)
                 raise TrainingDiverged(self.divergence_message())
+            saving = state.step % train.save_every == 0 and state.bad_steps_in_a_row == 0
+            if state.step % train.log_every == 0 or saving or self.progress() >= 1.0:
+                self.write_record(window, bar)
 
             # ---- eval and checkpoint
             if state.step % train.eval_every == 0:
                 self.evaluate_and_log()
-            if state.step % train.save_every == 0 and state.bad_steps_in_a_row == 0:
+            if saving:
                 self.save()  # not inside a streak of non-finite steps: the last checkpoint stays a good one
 
+        self.write_record(window, bar)  # steps since the last record (a stop signal, a wall-clock budget)
         if bar is not None:
             bar.close()
         if self.interrupted:
@@ -411,6 +425,14 @@ class Pretraining:
         final_dir = self.write_final()
         accelerator.end_training()
         return self.summary(final_dir)
+
+    def write_record(self, window: "LogWindow", bar) -> None:
+        """One metrics record for the steps since the last one (nothing when there are none)."""
+        if not window.steps:
+            return
+        record = window.record(self.state, self.peak)
+        self.metrics.log(record, step=self.state.step)
+        update_progress_bar(bar, record, self.progress())
 
     def next_batch(self, resumed_at: tuple[int, int]) -> dict:
         """The next micro-batch; starts a new epoch when one ends. After a resume the first epoch skips the
@@ -483,6 +505,19 @@ class Pretraining:
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
+def refuse_unverified_engine(deepspeed: bool) -> None:
+    """DeepSpeed's own clipping, accumulation, fp16 overflow skip and engine checkpoints have never run with this
+    loop (that needs a GPU), so a DeepSpeed launch stops before any work instead of training on unchecked paths.
+    Checked twice: from `accelerate launch`'s environment before the Accelerator exists (building one for DeepSpeed
+    fails on a missing `deepspeed` package with a less useful message), and from the Accelerator itself."""
+    if deepspeed:
+        raise RecipeError(
+            "accelerate launch config: distributed_type=DEEPSPEED is not supported (DeepSpeed has not been run and "
+            "verified with this training loop); use FSDP2 (recipes/accelerate/fsdp.yaml) or DDP "
+            "(recipes/accelerate/ddp.yaml) instead."
+        )
+
+
 def resolved_precision_name(accelerator) -> str:
     """What the run computed in: "fp32", "bf16" or "fp16" (a recipe's `auto` resolved on this machine)."""
     return {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
@@ -494,6 +529,100 @@ def describe_hardware(accelerator) -> str:
     if accelerator.device.type == "cuda":
         return f"{accelerator.num_processes} x {torch.cuda.get_device_name(accelerator.device)}, {precision}"
     return f"{torch.get_num_threads()} CPU threads x {accelerator.num_processes} process(es), {precision}"
+
+
+NON_FINITE = "non-finite loss or grad norm"
+FP16_OVERFLOW = "fp16 gradient overflow (the GradScaler lowered its scale)"
+
+
+def step_or_skip(optimizer, loss_finite: bool, grad_norm_finite: bool) -> str | None:
+    """Take the optimizer step, or skip it; returns why it was skipped (None: it stepped).
+
+    A skipped step touches neither the weights nor the optimizer state (AdamW's moments and step count). With fp16,
+    Accelerate's optimizer wrapper holds a GradScaler (`optimizer.scaler`) whose gradients were unscaled this step
+    (by clipping or by the loop): the scaler must close every step with `update()`, or the next `unscale_` raises
+    "unscale_() has already been called". On a skipped step it gets that `update()`, which lowers its scale when the
+    gradients overflowed, just as its own `step()` would after skipping. A finite loss with non-finite gradients
+    under fp16 is the scaler's overflow (its scale was too high), not divergence."""
+    scaler = getattr(optimizer, "scaler", None)
+    if loss_finite and grad_norm_finite:
+        optimizer.step()
+        # The scaler's own check is on the unscaled gradients, as ours is; kept in case the two ever disagree.
+        return FP16_OVERFLOW if getattr(optimizer, "step_was_skipped", False) else None
+    if scaler is not None:
+        scaler.update()
+        if loss_finite:
+            return FP16_OVERFLOW
+    return NON_FINITE
+
+
+def next_bad_streak(streak: int, skipped: str | None) -> int:
+    """Non-finite steps in a row (train.max_bad_steps of them stop the run). An fp16 overflow neither counts nor
+    ends a streak: the GradScaler recovers from it by itself, halving its scale, and a few of them at the start of
+    a run are normal."""
+    if skipped is None:
+        return 0
+    return streak + (skipped == NON_FINITE)
+
+
+class LogWindow:
+    """The steps since the last metrics record. Loss and grad norm are summed on the device (no host read per
+    step); a record reads them once. A record's `loss` and `grad_norm` are means over the window's steps that were
+    taken (skipped steps are left out, as their numbers are not finite; a window of skipped steps only reports the
+    last one's), `lr` and `epoch` are the last step's, throughput figures cover the whole window, and `skipped`
+    counts the window's skipped steps when there are any. With train.log_every=1 a record is exactly one step's."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = self.taken = 0
+        self.sums = torch.zeros(2, device=self.device)  # loss, grad norm of the steps taken
+        self.last = self.sums
+        self.skipped: list[str] = []
+        self.tokens = self.seconds = self.data_wait = self.flops = 0.0
+        self.lr = 0.0
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: str | None, lr: float, tokens: int,
+            seconds: float, data_wait: float, flops: float) -> None:
+        self.last = torch.stack([loss.float(), grad_norm.float()])
+        if skipped is None:
+            self.sums = self.sums + self.last
+            self.taken += 1
+        else:
+            self.skipped.append(skipped)
+        self.steps += 1
+        self.lr, self.tokens, self.seconds = lr, self.tokens + tokens, self.seconds + seconds
+        self.data_wait, self.flops = self.data_wait + data_wait, self.flops + flops
+
+    def record(self, state: TrainerState, peak_tflops: float) -> dict:
+        loss, grad_norm = (self.sums / self.taken if self.taken else self.last).tolist()  # the one read
+        seconds = max(self.seconds, 1e-9)
+        record = {
+            "loss": loss,
+            "lr": self.lr,
+            "grad_norm": grad_norm,
+            "tokens": state.tokens_seen,
+            "tokens_per_s": self.tokens / seconds,
+            "mfu": self.flops / seconds / (peak_tflops * 1e12),
+            "data_wait": self.data_wait / seconds,
+            "epoch": state.epoch,
+        }
+        if self.skipped:
+            record["skipped"] = len(self.skipped)
+            record["skipped_why"] = "; ".join(sorted(set(self.skipped)))
+        self.reset()
+        return record
+
+
+def plain_tensor(value, device: torch.device) -> torch.Tensor:
+    """A grad norm as a plain tensor on `device` (an FSDP2 norm is a DTensor; a missing one is 0)."""
+    if value is None:
+        return torch.zeros((), device=device)
+    if hasattr(value, "full_tensor"):
+        value = value.full_tensor()
+    return torch.as_tensor(value, device=device)
 
 
 def total_grad_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -543,8 +672,11 @@ def silent(*_args) -> None:
     """Reports of other ranks: the main process says it once."""
 
 
-def check_resume_recipe(checkpoint: Path, run_dir: Path, recipe: Recipe, announce) -> None:
-    """Refuse to resume with a recipe that changes what a step computes; allow and say the safe changes."""
+def check_resume_recipe(checkpoint: Path, run_dir: Path, recipe: Recipe, announce, saved: TrainerState,
+                        num_processes: int) -> None:
+    """Refuse to resume with a recipe that changes what a step computes; allow and say the safe changes. A
+    changed train.batch_size is allowed when it keeps the global batch (per-process batch x processes) of the run
+    that wrote the checkpoint, e.g. train.batch_size doubled on half the processes."""
     import yaml
 
     stored = checkpoint / "recipe.yaml"
@@ -553,6 +685,12 @@ def check_resume_recipe(checkpoint: Path, run_dir: Path, recipe: Recipe, announc
     if not stored.is_file():
         return
     allowed, refused = resume_changes(yaml.safe_load(stored.read_text()) or {}, recipe)
+    saved_processes = saved.num_processes or num_processes
+    if saved.batch_size and saved.batch_size * saved_processes == recipe.train.batch_size * num_processes:
+        for line in [line for line in refused if line.startswith("train.batch_size:")]:
+            refused.remove(line)
+            allowed.append(f"{line} (the global batch stays {recipe.train.batch_size * num_processes} on "
+                           f"{num_processes} process(es) instead of {saved_processes})")
     if refused:
         raise RecipeError(
             f"output.dir={str(run_dir)!r} holds a run trained with another recipe (checkpoint {checkpoint.name}); "
@@ -561,6 +699,41 @@ def check_resume_recipe(checkpoint: Path, run_dir: Path, recipe: Recipe, announc
         )
     if allowed:
         announce(f"resuming from {checkpoint.name} with changed settings: {'; '.join(allowed)}")
+
+
+def resume_position(saved: TrainerState, batch_size: int, num_processes: int, own_batch_sampler: bool,
+                    checkpoint: Path) -> int:
+    """Micro-batches of the epoch in progress that each process skips on resume, so that the resumed run reads on
+    from the same example as a run that never stopped.
+
+    Accelerate deals the batches of one loader (`train.batch_size` rows, or the objective's own batch sampler) to
+    the processes in turn, and the order of the epoch (seed + epoch) does not depend on how many there are: a
+    checkpoint written after each of N processes took b batches of B rows sits at row b x N x B of the epoch. With
+    M processes of B' rows the same row is b' = b x N x B / (M x B') batches in; where that is not a whole number
+    the position cannot be reached exactly, and the resume is refused."""
+    saved_processes = saved.num_processes or num_processes
+    saved_batch_size = saved.batch_size or batch_size
+    if (saved_processes, saved_batch_size) == (num_processes, batch_size):
+        return saved.batches_in_epoch
+    if own_batch_sampler and saved_batch_size != batch_size:
+        raise RecipeError(
+            f"train.batch_size={batch_size} differs from the {saved_batch_size} that checkpoint {checkpoint.name} was "
+            "trained with, and this objective makes its own batches from it (documents of similar length): resume "
+            f"with train.batch_size={saved_batch_size}."
+        )
+    rows_per_batch = (1, 1) if own_batch_sampler else (saved_batch_size, batch_size)  # own sampler: in its batches
+    consumed = saved.batches_in_epoch * saved_processes * rows_per_batch[0]
+    per_round = num_processes * rows_per_batch[1]
+    if consumed % per_round:
+        unit = "batches" if own_batch_sampler else "examples"
+        raise RecipeError(
+            f"checkpoint {checkpoint.name} stopped {consumed} {unit} into epoch {saved.epoch} ({saved_processes} "
+            f"process(es) x {saved.batches_in_epoch} batches of train.batch_size={saved_batch_size}); "
+            f"{num_processes} process(es) x train.batch_size={batch_size} read {per_round} {unit} at a time, which "
+            f"does not divide {consumed}, so this launch cannot continue from the same example. Resume with "
+            f"{saved_processes} process(es), or a number of processes x train.batch_size that divides {consumed}."
+        )
+    return consumed // per_round
 
 
 def move_run_aside(run_dir: Path, announce) -> Path | None:

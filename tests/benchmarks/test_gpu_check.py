@@ -158,9 +158,6 @@ def test_the_loop_skips_a_non_finite_step_and_trains_on_in_fp32(tiny_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="loop.py skips optimizer.step() on a non-finite step, so Accelerate's "
-                                       "GradScaler never runs update(): the next step's unscale_() raises "
-                                       "RuntimeError and the scale never drops (remove this mark once fixed)")
 def test_with_a_grad_scaler_the_skipped_step_lowers_the_scale_and_training_goes_on(tiny_run):
     scaled = tiny_run["report"]["parts"]["fp16"]["figures"]["runs"]["fp16 with a CPU GradScaler"]
     assert scaled["scaler"] == "GradScaler"

@@ -172,8 +172,8 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_recipe, low_rank_npy, capsy
                 "train.save_every=7"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert pretrain(tiny_recipe, reference, *settings) == 0
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in this process
-    env.pop("PYTHONPATH", None)
+    # One thread, as in this process; this checkout's hf_pretrain, as in this process.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_recipe), f"output.dir={resumed}", *settings]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when_step_logged(process, resumed / "metrics.jsonl", step=60)

@@ -191,3 +191,117 @@ def test_token_embeddings_are_not_weight_decayed_whatever_their_name(tmp_path):
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     assert id(model.get_input_embeddings().weight) not in decayed
     assert id(model.model.layers[0].mlp.up_proj.weight) in decayed
+
+
+def test_a_deepspeed_launch_is_refused_before_any_work(tmp_path, monkeypatch):
+    """DeepSpeed has not run with this loop: `accelerate launch` with a DeepSpeed config (it sets
+    ACCELERATE_USE_DEEPSPEED) stops at setup with one line pointing to FSDP2 or DDP; nothing is written."""
+    from hf_pretrain.recipe import RecipeError
+    from hf_pretrain.training.loop import refuse_unverified_engine
+
+    refuse_unverified_engine(False)
+    with pytest.raises(RecipeError, match="distributed_type=DEEPSPEED is not supported") as error:
+        refuse_unverified_engine(True)
+    assert "fsdp.yaml" in str(error.value) and "ddp.yaml" in str(error.value) and "\n" not in str(error.value)
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(RecipeError, match="DEEPSPEED is not supported"):
+        Pretraining(tiny_recipe(tmp_path / "run"))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_records_every_log_every_steps_average_the_steps_since_the_last(tmp_path):
+    """train.log_every=3 with a checkpoint every 4 steps: records at steps 3, 6 and 8 (the last step) and before each
+    save (4); a record's loss and grad norm are the means over its steps of a run that records every step (the
+    training itself is the same)."""
+    from hf_pretrain.recipe import RecipeError
+
+    def train_records(name, **train):
+        recipe = tiny_recipe(tmp_path / name, **{"max_steps": 8, "save_every": 4, **train})
+        recipe.tokenizer.kind = "bpe"  # trained the same every time (WordPiece breaks ties in hash-map order)
+        Pretraining(recipe).run()
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r for r in records if "loss" in r}
+
+    every_step = train_records("every-step")
+    every_third = train_records("every-third", log_every=3)
+    assert sorted(every_step) == list(range(1, 9)) and sorted(every_third) == [3, 4, 6, 8]
+    for step, first in ((3, 1), (4, 4), (6, 5), (8, 7)):
+        window = [every_step[s] for s in range(first, step + 1)]
+        assert every_third[step]["loss"] == pytest.approx(np.mean([r["loss"] for r in window]), rel=1e-6)
+        assert every_third[step]["grad_norm"] == pytest.approx(np.mean([r["grad_norm"] for r in window]), rel=1e-6)
+        assert every_third[step]["lr"] == every_step[step]["lr"] and every_third[step]["tokens"] == every_step[step]["tokens"]
+
+    with pytest.raises(RecipeError, match=r"train.log_every=0 is not allowed; it must be >= 1"):
+        tiny_recipe(tmp_path / "bad", log_every=0)
+
+
+def test_fp16_skips_keep_the_grad_scaler_usable_and_leave_adamw_untouched():
+    """Unverified on a GPU (fp16 autocast needs one); here a CPU GradScaler in Accelerate's optimizer wrapper. A
+    skipped step must close the scaler's step (else the next unscale_ raises "unscale_() has already been called"),
+    lower its scale on an overflow, and leave weights and AdamW's state as they were."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from hf_pretrain.training.loop import FP16_OVERFLOW, NON_FINITE, next_bad_streak, step_or_skip
+
+    Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = AcceleratedOptimizer(torch.optim.AdamW(model.parameters()),
+                                     scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    scaler = optimizer.scaler
+
+    def one_step(loss_factor: float):
+        loss = model(torch.ones(1, 4)).sum() * loss_factor
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer.optimizer)  # what clipping does under fp16
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        skipped = step_or_skip(optimizer, bool(torch.isfinite(loss)), bool(torch.isfinite(norm)))
+        optimizer.zero_grad(set_to_none=True)
+        return skipped
+
+    assert one_step(1.0) is None
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {id(p): {k: v.clone() for k, v in s.items()} for p, s in optimizer.optimizer.state.items()}
+    scale = scaler.get_scale()
+    # A finite loss whose scaled gradients overflow, then a non-finite loss, twice in a row each.
+    outcomes = [one_step(1e38), one_step(1e38), one_step(float("nan")), one_step(float("inf"))]
+    assert outcomes == [FP16_OVERFLOW, FP16_OVERFLOW, NON_FINITE, NON_FINITE]
+    assert scaler.get_scale() == scale / 16  # every skipped step had overflowing gradients: halved each time
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    for parameter, state in optimizer.optimizer.state.items():
+        for key, value in state.items():
+            assert torch.equal(value, moments[id(parameter)][key]), key  # moments and the step count
+    assert one_step(1.0) is None  # no "unscale_() has already been called"
+    assert not torch.equal(model.weight, weights["weight"])
+
+    streak = 0
+    for skipped in [NON_FINITE, FP16_OVERFLOW, NON_FINITE]:
+        streak = next_bad_streak(streak, skipped)
+    assert streak == 2 and next_bad_streak(streak, None) == 0
+
+
+def test_resume_position_moves_to_the_same_example_or_refuses(tmp_path):
+    """A checkpoint of N processes x B rows, b batches into its epoch, sits at row b x N x B; another launch skips
+    to that row, or is refused (naming the numbers) where its batches cannot land on it."""
+    from pathlib import Path
+
+    from hf_pretrain.recipe import RecipeError
+    from hf_pretrain.training.checkpoint import TrainerState
+    from hf_pretrain.training.loop import resume_position
+
+    step = Path("step-00000005")
+    saved = TrainerState(step=5, epoch=1, batches_in_epoch=5, num_processes=2, batch_size=4)  # row 40
+    assert resume_position(saved, 4, 2, False, step) == 5
+    assert resume_position(saved, 8, 1, False, step) == 5
+    assert resume_position(saved, 4, 1, False, step) == 10
+    assert resume_position(saved, 2, 4, False, step) == 5
+    assert resume_position(TrainerState(batches_in_epoch=7), 4, 2, False, step) == 7  # written before counts were kept
+    with pytest.raises(RecipeError) as error:
+        resume_position(saved, 4, 4, False, step)  # 16 rows at a time do not land on row 40
+    assert "step-00000005 stopped 40 examples into epoch 1" in str(error.value) and "does not divide 40" in str(error.value)
+    assert resume_position(saved, 4, 1, True, step) == 10  # the objective's own batches: counted in its batches
+    with pytest.raises(RecipeError, match=r"train.batch_size=8 differs from the 4 .* resume with train.batch_size=4"):
+        resume_position(saved, 8, 1, True, step)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,10 +60,13 @@ def tiny_recipe_fixed_tokenizer(tmp_path, shared_tokenizer) -> Path:
     return path
 
 
+# The checkout these tests belong to: subprocesses import its hf_pretrain, not whichever copy is installed.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def cli_env(tmp_path: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_PRETRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
-    return env
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_PRETRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO_ROOT)}
 
 
 def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -475,3 +479,99 @@ def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recip
     assert "resumed from" in result.stdout
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))
+
+
+# ----------------------------------------------------------------------------------------------- 2 processes, resume
+def accelerate_launch(tmp_path: Path, recipe: Path, run_dir: Path, *settings: str) -> subprocess.Popen:
+    """`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m hf_pretrain pretrain ...`."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO_ROOT / "recipes" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(free_port()),
+               "-m", "hf_pretrain", "pretrain", str(recipe), f"output.dir={run_dir}", *settings]
+    return subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: int = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def stop_with_sigterm_after(process: subprocess.Popen, run_dir: Path, step: int) -> tuple[dict, str]:
+    """SIGTERM once `step` is logged; returns the trainer state of the checkpoint the stop saved, and the output."""
+    wait_for_step(process, run_dir / "metrics.jsonl", step)
+    process.send_signal(signal.SIGTERM)  # the launcher passes it on to both ranks, which agree on one step to stop at
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "Run the same command again to resume" in output, output[-3000:]
+    assert not (run_dir / "final").exists()
+    return newest_trainer_state(run_dir), output
+
+
+def newest_trainer_state(run_dir: Path) -> dict:
+    return json.loads((sorted((run_dir / "checkpoints").glob("step-*"))[-1] / "trainer_state.json").read_text())
+
+
+# 2 processes x 4 rows = 1 process x 8 rows: the same global batch. 16 documents make an epoch of 9 steps, so
+# the runs cross epoch boundaries.
+TWO_PROCESS_SETTINGS = ["train.max_steps=14", "train.save_every=100", "data.max_documents=16"]
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory, shared_tokenizer):
+    """An uninterrupted 2-process run, and the same command stopped by SIGTERM after step 3; both through
+    `accelerate launch` with recipes/accelerate/cpu-2proc.yaml."""
+    tmp_path = tmp_path_factory.mktemp("two-processes")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("tokenizer: {kind: bpe, vocab_size: 512}", f"tokenizer: {{path: {shared_tokenizer}}}"))
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    finish(accelerate_launch(tmp_path, recipe, reference, *TWO_PROCESS_SETTINGS, "train.batch_size=4"))
+    state, _ = stop_with_sigterm_after(
+        accelerate_launch(tmp_path, recipe, stopped, *TWO_PROCESS_SETTINGS, "train.batch_size=4"), stopped, step=3)
+    assert state["num_processes"] == 2 and 3 <= state["step"] < 7, state
+    return tmp_path, recipe, reference, stopped
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
+def test_two_processes_stopped_and_resumed_end_like_the_uninterrupted_run(two_process_runs):
+    """SIGTERM to `accelerate launch` mid-run: both ranks stop after the same step and save it; the same command
+    again ends with the uninterrupted run's per-step losses and final weights, bit for bit."""
+    tmp_path, recipe, reference, stopped = two_process_runs
+    resumed = tmp_path / "resumed-on-two"
+    shutil.copytree(stopped, resumed)
+    output = finish(accelerate_launch(tmp_path, recipe, resumed, *TWO_PROCESS_SETTINGS, "train.batch_size=4"))
+    assert "resumed from" in output and "instead of" not in output
+    assert step_losses(resumed) == step_losses(reference)
+    assert_same_weights(final_weights(resumed), final_weights(reference))
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["hardware"].endswith("x 2 process(es), fp32") and summary["steps"] == 14
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
+def test_a_run_resumes_on_one_process_then_on_two_at_the_same_step_and_example(two_process_runs):
+    """2 processes -> 1 (train.batch_size 4 -> 8, the same global batch) -> 2 again: each resume continues at the
+    checkpoint's step with the examples a run that never stopped reads next, so the losses and weights are the
+    uninterrupted 2-process run's (to float rounding: 1 and 2 processes sum in another order)."""
+    tmp_path, recipe, reference, stopped = two_process_runs
+    run_dir = tmp_path / "two-one-two"
+    shutil.copytree(stopped, run_dir)
+    stopped_on_two = newest_trainer_state(run_dir)
+    one_process = subprocess.Popen(
+        [sys.executable, "-m", "hf_pretrain", "pretrain", str(recipe), f"output.dir={run_dir}", *TWO_PROCESS_SETTINGS,
+         "train.batch_size=8"], env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    stopped, output = stop_with_sigterm_after(one_process, run_dir, step=10)
+    assert f"resuming with 1 process(es) instead of 2: step {stopped_on_two['step']}" in output
+    assert "train.batch_size: 4 -> 8 (the global batch stays 8" in output
+    assert stopped["num_processes"] == 1 and stopped["batch_size"] == 8 and stopped["step"] >= 10
+    assert stopped["epoch"] > stopped_on_two["epoch"]  # the run on one process crossed an epoch boundary
+
+    output = finish(accelerate_launch(tmp_path, recipe, run_dir, *TWO_PROCESS_SETTINGS, "train.batch_size=4"))
+    assert f"resuming with 2 process(es) instead of 1: step {stopped['step']}" in output
+    losses, expected = step_losses(run_dir), step_losses(reference)
+    assert sorted(losses) == sorted(expected) == list(range(1, 15))
+    for step in expected:
+        assert losses[step] == pytest.approx(expected[step], abs=1e-5), step
+    assert json.loads((run_dir / "summary.json").read_text())["tokens"] == json.loads(
+        (reference / "summary.json").read_text())["tokens"]
+    for name, weight in final_weights(reference).items():
+        torch.testing.assert_close(final_weights(run_dir)[name], weight, atol=1e-5, rtol=1e-4)
