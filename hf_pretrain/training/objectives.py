@@ -357,11 +357,10 @@ class PackedTextObjective(TextObjective):
         )
 
 
-class MaskedLMObjective(PackedTextObjective):
-    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
-    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
+class MaskedTextObjective(PackedTextObjective):
+    """Packed blocks masked by the recipe's `masking` section, for an encoder: what the masked LM and replaced-token
+    detection share."""
 
-    name = "mlm"
     tokenizer_objective = "mlm"
 
     @property
@@ -371,27 +370,41 @@ class MaskedLMObjective(PackedTextObjective):
         return PretrainEncoderConfig
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
+        super().__init__(recipe, accelerator, run_dir, announce)
+        self.build_packed_datasets(accelerator, with_word_starts=recipe.masking.whole_word or recipe.masking.span)
+
+    def build_collators(self, collator_class, with_position_ids: bool) -> None:
+        """Training and eval collators of `collator_class` (a MaskingCollator) with the recipe's masking."""
+        masking = self.recipe.masking
+        settings = dict(
+            mlm_probability=masking.mlm_probability,
+            mask_replace_prob=masking.mask_replace_prob,
+            random_replace_prob=masking.random_replace_prob,
+            whole_word=masking.whole_word,
+            span=masking.span,
+            with_position_ids=with_position_ids,
+        )
+        self.train_collator = collator_class(self.tokenizer, seed=self.recipe.train.seed, **settings)
+        self.eval_collator = collator_class(self.tokenizer, seed=self.eval_seed, **settings)
+
+
+class MaskedLMObjective(MaskedTextObjective):
+    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
+    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
+
+    name = "mlm"
+
+    def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.masking import MaskingCollator
 
         super().__init__(recipe, accelerator, run_dir, announce)
-        self.build_packed_datasets(accelerator, with_word_starts=recipe.masking.whole_word or recipe.masking.span)
         self.model = self.build_model()
         self.own_family = self.model.config.model_type == "hf_pretrain_encoder"
         self.masked_positions_head = None if self.own_family else MaskedPositionsHead(self.model)
         self.apply_embedding_init(self.training_documents)
         per_document, description = packing_plan(self.model)
         announce(f"packing: {description}")
-        masking = recipe.masking
-        collator_settings = dict(
-            mlm_probability=masking.mlm_probability,
-            mask_replace_prob=masking.mask_replace_prob,
-            random_replace_prob=masking.random_replace_prob,
-            whole_word=masking.whole_word,
-            span=masking.span,
-            with_position_ids=per_document,
-        )
-        self.train_collator = MaskingCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
-        self.eval_collator = MaskingCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
+        self.build_collators(MaskingCollator, with_position_ids=per_document)
 
     def build_model(self):
         from ..models import PretrainEncoderForMaskedLM
@@ -432,28 +445,20 @@ class MaskedLMObjective(PackedTextObjective):
 
 
 # ----------------------------------------------------------------------------------------------- replaced tokens
-class ReplacedTokenDetectionObjective(PackedTextObjective):
+class ReplacedTokenDetectionObjective(MaskedTextObjective):
     """Packed blocks of the corpus, masked as for the masked LM; a small generator fills the masked positions with
     its samples and the discriminator (the model of `model.config`) learns at every position whether the token was
     replaced (ELECTRA; hf_pretrain/models/replaced_token_detection.py). loss = generator MLM loss (mean over the
     step's masked tokens) + rtd.detection_weight x detection loss (mean over the step's tokens)."""
 
     name = "rtd"
-    tokenizer_objective = "mlm"
-
-    @property
-    def config_class(self):
-        from ..models import PretrainEncoderConfig
-
-        return PretrainEncoderConfig
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path, announce=print):
         from ..data.masking import ReplacedTokenCollator
         from ..models.replaced_token_detection import ReplacedTokenDetectionPretrainer, generator_config
 
         super().__init__(recipe, accelerator, run_dir, announce)
-        masking, settings = recipe.masking, recipe.rtd
-        self.build_packed_datasets(accelerator, with_word_starts=masking.whole_word or masking.span)
+        settings = recipe.rtd
         torch.manual_seed(recipe.train.seed)
         discriminator = model_config_from_recipe(
             self.config_class, recipe, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id
@@ -467,15 +472,7 @@ class ReplacedTokenDetectionObjective(PackedTextObjective):
             f"({self.model.discriminator.num_parameters():,})"
         )
         self.apply_embedding_init(self.training_documents)
-        collator_settings = dict(
-            mlm_probability=masking.mlm_probability,
-            mask_replace_prob=masking.mask_replace_prob,
-            random_replace_prob=masking.random_replace_prob,
-            whole_word=masking.whole_word,
-            span=masking.span,
-        )
-        self.train_collator = ReplacedTokenCollator(self.tokenizer, seed=recipe.train.seed, **collator_settings)
-        self.eval_collator = ReplacedTokenCollator(self.tokenizer, seed=self.eval_seed, **collator_settings)
+        self.build_collators(ReplacedTokenCollator, with_position_ids=True)  # our family: per-document attention
 
     def count_items(self, batch: dict) -> torch.Tensor:
         """(2,): masked tokens (the generator's loss averages over them) and scored tokens (the detector's)."""

@@ -5,7 +5,6 @@ pretraining of transformers' GPT-2 and Llama with the step-0 loss equal to the m
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,9 @@ from test_pretrain_cli import (  # noqa: E402
     cli_env,
     final_weights,
     free_port,
+    kill_when_step_logged,
     run_cli,
+    run_reference_and_start_another,
     step_losses,
 )
 
@@ -123,24 +124,9 @@ def test_tiny_clm_run_trains_and_generates_through_the_cli(tmp_path, tiny_clm):
 
 
 def test_killed_clm_run_resumes_exactly(tmp_path, tiny_clm):
-    reference = tmp_path / "reference"
-    run_cli(tmp_path, "pretrain", str(tiny_clm), f"output.dir={reference}")
-    resumed = tmp_path / "resumed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_clm), f"output.dir={resumed}"],
-        env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    metrics = resumed / "metrics.jsonl"
-    import time
-
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and any(
-            json.loads(line).get("step", 0) >= 7 and "loss" in line for line in metrics.read_text().splitlines()
-            if line.strip().endswith("}"))):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    run_cli(tmp_path, "pretrain", str(tiny_clm), f"output.dir={resumed}")
+    reference, resumed, command, process = run_reference_and_start_another(tmp_path, tiny_clm, [])
+    kill_when_step_logged(process, resumed / "metrics.jsonl", step=7)
+    run_cli(tmp_path, *command[3:])
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))
 

@@ -6,15 +6,14 @@ an ordinary encoder checkpoint, the generator as a fill-mask model."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file
 
 from hf_pretrain.data.builtin import load_builtin_corpus
 from hf_pretrain.data.masking import ReplacedTokenCollator
@@ -30,7 +29,9 @@ from test_pretrain_cli import (  # noqa: E402
     cli_env,
     final_weights,
     free_port,
+    kill_when_step_logged,
     run_cli,
+    run_reference_and_start_another,
     step_losses,
 )
 
@@ -211,29 +212,13 @@ def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(t
 
 
 def test_killed_rtd_run_resumes_exactly(tmp_path, tiny_rtd):
-    reference = tmp_path / "reference"
-    run_cli(tmp_path, "pretrain", str(tiny_rtd), f"output.dir={reference}")
-    resumed = tmp_path / "resumed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hf_pretrain", "pretrain", str(tiny_rtd), f"output.dir={resumed}"],
-        env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    metrics = resumed / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and any(
-            json.loads(line).get("step", 0) >= 7 and "loss" in line for line in metrics.read_text().splitlines()
-            if line.strip().endswith("}"))):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    run_cli(tmp_path, "pretrain", str(tiny_rtd), f"output.dir={resumed}")
+    reference, resumed, command, process = run_reference_and_start_another(tmp_path, tiny_rtd, [])
+    kill_when_step_logged(process, resumed / "metrics.jsonl", step=7)
+    run_cli(tmp_path, *command[3:])
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))
-    for folder in ("generator",):
-        from safetensors.torch import load_file
-
-        assert_same_weights(load_file(str(resumed / folder / "model.safetensors")),
-                            load_file(str(reference / folder / "model.safetensors")))
+    assert_same_weights(load_file(str(resumed / "generator" / "model.safetensors")),
+                        load_file(str(reference / "generator" / "model.safetensors")))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test written for Linux")
