@@ -44,6 +44,7 @@ def add_transfer_commands(subparsers) -> None:
     embed.add_argument("model", help="a model folder, run folder or Hub id")
     embed.add_argument("file", help="text lines (.txt), or .jsonl/.csv/.parquet with --column")
     embed.add_argument("--out", required=True, help="vectors.npy (an N x hidden matrix) or vectors.parquet (text, embedding)")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     embed.add_argument("--column", default="text", help="the text column of a jsonl/csv/parquet file (default text)")
     embed.add_argument("--pooling", default="auto", choices=("auto", "mean", "cls", "pooler"),
                        help="auto: the autoencoder's pooler_output, mean pooling for encoders")
@@ -97,7 +98,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
     out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
                      batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
-                     trust_remote_code=args.trust_remote_code)
+                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(f"vectors -> {out}")
     return 0
 

@@ -120,27 +120,38 @@ def row_value(row: dict, column: str, path: Path):
 
 
 def write_vectors(vectors: np.ndarray, texts: list[str], out: str | Path) -> Path:
-    """.npy: the (N, C) float32 matrix. .parquet: columns `text` and `embedding` (a list of floats per row)."""
+    """.npy: the (N, C) float32 matrix. .parquet: columns `text` and `embedding` (a list of floats per row).
+    Written to a temporary file beside `out` and renamed, so a crash never leaves a torn file under its name."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".tmp-{out.name}")
     if out.suffix == ".npy":
-        np.save(out, vectors)
+        np.save(temporary, vectors)
     elif out.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.table({"text": texts, "embedding": pa.array(list(vectors), type=pa.list_(pa.float32()))})
-        pq.write_table(table, out)
+        pq.write_table(table, temporary)
     else:
         raise ValueError(f"--out {str(out)!r} is not allowed; name a .npy or .parquet file.")
+    temporary.replace(out)
     return out
+
+
+def check_output_file(out: str | Path, overwrite: bool) -> None:
+    """Before any work: a .npy or .parquet name, and no existing file replaced unless asked (--overwrite)."""
+    out = Path(out)
+    if out.suffix not in (".npy", ".parquet"):
+        raise ValueError(f"--out {str(out)!r} is not allowed; name a .npy or .parquet file.")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {str(out)!r} already exists; choose another name, or pass --overwrite to replace it.")
 
 
 def embed_file(model: str, file: str | Path, out: str | Path, column: str = "text", pooling: str = "auto",
                batch_size: int = 32, max_length: int | None = None, normalize: bool = False,
-               trust_remote_code: bool = False) -> Path:
-    if Path(out).suffix not in (".npy", ".parquet"):  # fail before loading anything
-        raise ValueError(f"--out {str(out)!r} is not allowed; name a .npy or .parquet file.")
+               trust_remote_code: bool = False, overwrite: bool = False) -> Path:
+    check_output_file(out, overwrite)  # fail before loading anything
     texts = read_texts(file, column)
     loaded, tokenizer = load_feature_model(model, trust_remote_code)
     vectors = embed_texts(loaded, tokenizer, texts, pooling, batch_size, max_length, normalize)

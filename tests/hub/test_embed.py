@@ -53,6 +53,17 @@ def test_embed_errors_name_the_problem(mlm_run, tmp_path, capsys):
     assert "name a .npy or .parquet file" in capsys.readouterr().err
 
 
+def test_embed_never_replaces_an_existing_file_unless_asked(mlm_run, tmp_path, capsys):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "vectors.npy"
+    out.write_bytes(b"someone else's data")
+    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"someone else's data"
+    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(out), "--overwrite"]) == 0
+    assert np.load(out).shape == (4, 32) and not list(tmp_path.glob(".tmp-*"))
+
+
 def test_dae_vectors_default_to_the_bottleneck_pooler_output(dae_run):
     model, tokenizer = load_feature_model(str(dae_run))
     vectors = embed_texts(model, tokenizer, TEXTS[:2])  # auto pooling
