@@ -478,7 +478,7 @@ class ReplacedTokenDetectionObjective(MaskedTextObjective):
         """(2,): masked tokens (the generator's loss averages over them) and scored tokens (the detector's)."""
         masked = (batch["labels"] != IGNORE_INDEX).sum()
         mask = batch.get("attention_mask")
-        scored = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel())
+        scored = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel(), device=masked.device)
         return torch.stack([masked, scored.to(masked.dtype)])
 
     def loss(self, model, batch: dict, items_in_step: torch.Tensor) -> torch.Tensor:
