@@ -192,7 +192,7 @@ def collect(cache: Cache, args) -> list[dict]:
                     accuracies.append(100 * result["accuracy"])
                     gains.append(100 * (result["accuracy"] - scratch["accuracy"]))
             if accuracies:
-                pretraining = cache.get(f"pretrain/{start}/{budget_name(budget)}") if budget else None
+                pretraining = cache.get(f"pretrain/{start}" + (f"/{budget_name(budget)}" if budget else ""))
                 rows.append({"start": start, "budget": budget, "labels": labels, "seeds": len(accuracies),
                              "accuracy": mean_and_error(accuracies), "gain": mean_and_error(gains),
                              "steps": pretraining["steps"] if pretraining else None,
