@@ -93,7 +93,7 @@ def test_malformed_override_is_rejected():
 
 @pytest.mark.parametrize("name, override, message", [
     ("mlm-tiny", "noise.word_delete_rate=0.3", "the noise section is read by objective dae only"),
-    ("dae-sentence", "masking.mlm_probability=0.3", "the masking section is read by objective mlm only"),
+    ("dae-sentence", "masking.mlm_probability=0.3", "the masking section is read by objective mlm or rtd only"),
     ("dae-features", "masking.span=true", "objective 'dae-features' reads float vectors"),
 ])
 def test_a_section_the_objective_would_ignore_is_an_error_naming_the_key(name, override, message):
