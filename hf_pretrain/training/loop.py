@@ -139,9 +139,11 @@ class Pretraining:
         self.accelerator.wait_for_everyone()
         # The checkpoint to resume from, and its recipe checked against this one, before any work.
         self.resume_from = find_resumable_checkpoint(self.run_dir, report=announce if self.is_main else silent)
+        # Its trainer state, read once: the recipe check, the data position and `resume` all use it.
+        self.resumed_state = load_trainer_state(self.resume_from) if self.resume_from is not None else None
         if self.resume_from is not None:
             check_resume_recipe(self.resume_from, self.run_dir, recipe, announce if self.is_main else silent,
-                                load_trainer_state(self.resume_from), self.accelerator.num_processes)
+                                self.resumed_state, self.accelerator.num_processes)
         if self.is_main:
             (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         self.accelerator.wait_for_everyone()
@@ -189,7 +191,7 @@ class Pretraining:
         self.state = TrainerState(num_processes=self.accelerator.num_processes, batch_size=train.batch_size)
         self.resume_skip = None  # micro-batches of the resumed epoch to skip, per process
         if self.resume_from is not None:  # a position this launch cannot reach exactly is refused before any step
-            self.resume_skip = resume_position(load_trainer_state(self.resume_from), train.batch_size,
+            self.resume_skip = resume_position(self.resumed_state, train.batch_size,
                                                self.accelerator.num_processes, batch_sampler is not None,
                                                self.resume_from)
         self._iterator = None  # over the train loader, for the epoch in progress (next_batch)
@@ -254,7 +256,7 @@ class Pretraining:
             if self.is_main:
                 truncate_metrics(self.run_dir / "metrics.jsonl", -1, self.announce)
             return
-        self.state = load_trainer_state(found)
+        self.state = self.resumed_state
         if self.is_main and (self.state.num_processes or self.accelerator.num_processes) != self.accelerator.num_processes:
             self.announce(
                 f"resuming with {self.accelerator.num_processes} process(es) instead of {self.state.num_processes}: "
