@@ -28,8 +28,10 @@ install: $(VENV)/.installed
 quickstart: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/hf-pretrain quickstart
 
+# -n 2 --dist loadfile: two pytest workers, each taking whole test files (a module's shared runs are built once);
+# most end-to-end tests run the CLI in a one-thread subprocess, so the second worker uses the core that would wait.
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(PY) benchmarks/bench_mlm_step.py
@@ -60,7 +62,7 @@ test-latest:
 	.venv-latest/bin/python $(PIP) --upgrade --upgrade-strategy eager --no-build-isolation -e ".[test]"
 	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/versions.txt
 	diff $(LOCK) .venv-latest/versions.txt | grep '^[<>] [A-Za-z]' || echo "test-latest: same versions as the lock"
-	HF_HUB_OFFLINE=1 .venv-latest/bin/python -m pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 .venv-latest/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # The floors pyproject.toml names for transformers, peft and sentence-transformers (requirements/floor.txt), the
 # rest from the lock: checks that the floors are true.
@@ -70,4 +72,4 @@ test-floor:
 		> .venv-floor/constraints.txt
 	.venv-floor/bin/python $(PIP) -c .venv-floor/constraints.txt --no-build-isolation -e ".[test]"
 	.venv-floor/bin/python -m pip freeze --all --exclude-editable > .venv-floor/versions.txt
-	HF_HUB_OFFLINE=1 .venv-floor/bin/python -m pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 .venv-floor/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
