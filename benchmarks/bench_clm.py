@@ -113,7 +113,7 @@ from hf_pretrain.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: 
 from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM  # noqa: E402
 from hf_pretrain.models.layers import attention_flops  # noqa: E402
 from hf_pretrain.recipe import load_recipe  # noqa: E402
-from hf_pretrain.training.loop import Pretraining  # noqa: E402
+from hf_pretrain.training.loop import Pretraining, build_optimizer  # noqa: E402
 from hf_pretrain.training.metrics import read_metrics  # noqa: E402
 from hf_pretrain.training.objectives import model_config_from_recipe, vocab_rows  # noqa: E402
 from hf_pretrain.training.schedules import lr_multiplier  # noqa: E402
@@ -126,6 +126,7 @@ QUICK_DOCUMENTS = 400  # --quick reads only this many documents
 LABELS = {
     "ours": "ours (clm-tiny, PretrainDecoder)",
     "ours-rows": "ours, no position_ids",
+    "ours-adamw": "ours, train.optimizer=adamw",
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
 }
@@ -143,10 +144,12 @@ def parse_args(argv=None):
                         help="part 1 on a busy machine: stop timing after this many seconds even without --steps "
                              "clean steps per model")
     parser.add_argument("--minutes", type=float, default=3.0, help="part 2: wall-clock training budget per model")
-    parser.add_argument("--models", nargs="+", default=["ours", "ours-rows", "gpt2", "llama"], choices=list(LABELS),
+    parser.add_argument("--models", nargs="+", default=["ours", "ours-rows", "ours-adamw", "gpt2", "llama"],
+                        choices=list(LABELS),
                         help="ours-rows (part 1 only): our model fed the same rows without position_ids, i.e. plain "
                              "causal attention over the row as the peers run it; it shows what the per-document "
-                             "mask costs")
+                             "mask costs; ours-adamw: our model and loop with train.optimizer=adamw instead of "
+                             "the recipe's muon, which shows what the optimizer brings")
     parser.add_argument("--step", action=argparse.BooleanOptionalAction, default=True, help="run part 1")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True, help="run part 2")
     parser.add_argument("--quick", action="store_true",
@@ -245,7 +248,7 @@ def ours_config(recipe, tokenizer) -> PretrainDecoderConfig:
 
 def build_model(name: str, recipe, tokenizer, width: int | None = None, seed: int = 0):
     torch.manual_seed(seed)
-    if name in ("ours", "ours-rows"):
+    if name in ("ours", "ours-rows", "ours-adamw"):
         return PretrainDecoderForCausalLM(ours_config(recipe, tokenizer)).float()
     config = recipe.model.config
     hidden, layers, heads = config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]
@@ -300,6 +303,7 @@ def part_step_time(args, recipe, tokenizer, train_texts, widths: dict) -> dict:
     inputs = {
         "ours": ours_batches,
         "ours-rows": [{k: v for k, v in b.items() if k != "position_ids"} for b in ours_batches],
+        "ours-adamw": ours_batches,
         "gpt2": [peer_batch(b) for b in ours_batches],
         "llama": [peer_batch(b) for b in ours_batches],
     }
@@ -307,10 +311,17 @@ def part_step_time(args, recipe, tokenizer, train_texts, widths: dict) -> dict:
     models, optimizers, params = {}, {}, {}
     for name in names:
         models[name] = build_model(name, recipe, tokenizer, widths.get(name), args.seed).train()
-        # the step's optimizer: AdamW with the recipe's settings (the lr does not change the time)
+        # The step's optimizer (the lr does not change the time): ours the one its loop builds from the recipe
+        # (clm-tiny: Muon for the hidden matrices, fused AdamW for the rest); ours-adamw our loop's fused AdamW;
+        # the peers torch's AdamW with the recipe's settings, as Trainer runs them on a CPU.
         train = recipe.train
-        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=train.lr, betas=(train.beta1, train.beta2),
-                                             eps=train.eps, weight_decay=train.weight_decay)
+        if name in ("ours", "ours-rows", "ours-adamw"):
+            arm = load_recipe(RECIPE, base_overrides(args) + (["train.optimizer=adamw"] if name == "ours-adamw" else []))
+            optimizers[name] = build_optimizer(models[name], arm, fused=True)
+        else:
+            optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=train.lr,
+                                                 betas=(train.beta1, train.beta2), eps=train.eps,
+                                                 weight_decay=train.weight_decay)
         params[name] = count_parameters(models[name])
     losses = {name: [] for name in names}
     for i in range(args.warmup):
@@ -385,13 +396,13 @@ def print_step_table(args, part: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- part 2
-def run_ours(args, work: Path, tokenizer_dir: Path) -> dict:
-    run_dir = work / "ours"
+def run_ours(args, work: Path, tokenizer_dir: Path, name: str = "ours") -> dict:
+    run_dir = work / name
     shutil.rmtree(run_dir, ignore_errors=True)  # a leftover run folder would be RESUMED, not restarted
     overrides = base_overrides(args) + [
         f"output.dir={run_dir}", f"train.max_minutes={args.minutes}", "output.log_with=[]",
         "output.progress_bar=false", f"tokenizer.path={tokenizer_dir}",
-    ]
+    ] + (["train.optimizer=adamw"] if name == "ours-adamw" else [])
     recipe = load_recipe(RECIPE, overrides)
     pretraining = Pretraining(recipe, announce=quiet)
     params = count_parameters(pretraining.accelerator.unwrap_model(pretraining.model))
@@ -402,7 +413,7 @@ def run_ours(args, work: Path, tokenizer_dir: Path) -> dict:
     step_rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     seconds = summary["minutes"] * 60
     return {
-        "model": LABELS["ours"], "params": params, "steps": summary["steps"], "tokens": summary["tokens"],
+        "model": LABELS[name], "params": params, "steps": summary["steps"], "tokens": summary["tokens"],
         "train_seconds": seconds, "tokens_per_s": summary["tokens"] / seconds,
         "median_step_tokens_per_s": statistics.median(step_rates) if step_rates else float("nan"),
         "final_dir": summary["final_dir"], "in_loop_final_eval": summary["final_eval"], "cpu": cpu,
@@ -530,6 +541,10 @@ def part_train(args, work: Path, recipe, tokenizer, tokenizer_dir: Path, train_t
     print(f"part 2, ours: {RECIPE} through Pretraining, {args.minutes:g} min", flush=True)
     results["ours"] = run_ours(args, work, tokenizer_dir)
     print(f"  {results['ours']['steps']} steps", flush=True)
+    if "ours-adamw" in args.models:
+        print(f"part 2, ours with train.optimizer=adamw, {args.minutes:g} min", flush=True)
+        results["ours-adamw"] = run_ours(args, work, tokenizer_dir, "ours-adamw")
+        print(f"  {results['ours-adamw']['steps']} steps", flush=True)
     peers = [name for name in PEERS if name in args.models]
     if peers:
         blocks = run_clm_blocks(train_texts, tokenizer)
@@ -541,6 +556,9 @@ def part_train(args, work: Path, recipe, tokenizer, tokenizer_dir: Path, train_t
     batches = packed_batches(eval_texts, tokenizer)
     evals = {"ours": clm_eval(AutoModelForCausalLM.from_pretrained(results["ours"]["final_dir"]), batches, True)}
     ours_rows = clm_eval(AutoModelForCausalLM.from_pretrained(results["ours"]["final_dir"]), batches, False)
+    if "ours-adamw" in results:
+        evals["ours-adamw"] = clm_eval(AutoModelForCausalLM.from_pretrained(results["ours-adamw"]["final_dir"]),
+                                       batches, True)
     for name in peers:
         evals[name] = clm_eval(AutoModelForCausalLM.from_pretrained(results[name]["final_dir"]), batches, False)
     verdicts = print_train_table(args, results, evals, ours_rows)

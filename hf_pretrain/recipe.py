@@ -171,6 +171,10 @@ class TrainSection:
     beta1: float = ranged(0.9, low=0.0, high=1.0)
     beta2: float = ranged(0.98, low=0.0, high=1.0)
     eps: float = ranged(1e-6, low=0.0, low_open=True)
+    # adamw everywhere, or muon: Muon (orthogonalized momentum) for the hidden weight matrices, AdamW with the
+    # settings above for embeddings, output layers, norms and biases; one lr and weight_decay for both halves
+    # (hf_pretrain/training/optimizers.py).
+    optimizer: str = choice("adamw", "adamw", "muon")
     schedule: str = choice("wsd", "wsd", "linear", "cosine", "constant")
     warmup: float = ranged(0.06, low=0.0)  # < 1: a fraction of the budget; >= 1: steps
     decay_fraction: float = ranged(0.3, low=0.0, high=1.0)  # wsd: the final part that decays

@@ -43,6 +43,7 @@ from .checkpoint import (
     write_model_folder,
 )
 from .metrics import MetricsLog, peak_tflops, truncate_metrics
+from .optimizers import MuonWithAdamW
 from .schedules import lr_multiplier
 
 
@@ -61,10 +62,14 @@ class TrainingInterrupted(RuntimeError):
         )
 
 
-def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (norm gains, biases and embeddings are not decayed). With
     `train.encoder_lr_scale` != 1 the encoder's parameters (`model.get_encoder()`; with tied embeddings that
-    includes the shared matrix) form their own groups, whose `lr_scale` the loop multiplies the lr by."""
+    includes the shared matrix) form their own groups, whose `lr_scale` the loop multiplies the lr by.
+
+    With `train.optimizer: muon` the decayed matrices take Muon steps (MuonWithAdamW), except the output layer:
+    Muon's authors keep the first and last layers on AdamW. A tied output layer is the token embedding (AdamW
+    already); an untied one is `get_output_embeddings()`, and a matrix with a side of 1 (a one-logit head) is one too."""
     train = recipe.train
     encoder_ids = set()
     if train.encoder_lr_scale != 1.0:
@@ -75,23 +80,33 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
         token_embedding_ids = {id(parameter) for parameter in model.get_input_embeddings().parameters()}
     except NotImplementedError:  # a model that reads float vectors has no token embedding
         token_embedding_ids = set()
-    groups: dict[tuple[bool, bool], list] = {}
+    output_ids = set()
+    if train.optimizer == "muon" and hasattr(model, "get_output_embeddings") and model.get_output_embeddings():
+        output_ids = {id(parameter) for parameter in model.get_output_embeddings().parameters()}
+    groups: dict[tuple[bool, bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         decayed = parameter.ndim >= 2 and "embeddings" not in name and id(parameter) not in token_embedding_ids
-        groups.setdefault((decayed, id(parameter) in encoder_ids), []).append(parameter)
+        muon = (train.optimizer == "muon" and decayed and parameter.ndim == 2 and min(parameter.shape) > 1
+                and id(parameter) not in output_ids)
+        groups.setdefault((decayed, id(parameter) in encoder_ids, muon), []).append(parameter)
     # Decayed groups first, as before encoder groups existed: a checkpoint's optimizer state is matched by order.
-    order = [(True, False), (True, True), (False, False), (False, True)]
+    # Muon groups last.
+    order = [(True, False, False), (True, True, False), (False, False, False), (False, True, False),
+             (True, False, True), (True, True, True)]
     groups = [
         {
             "params": groups[key],
             "weight_decay": train.weight_decay if key[0] else 0.0,
             "lr_scale": train.encoder_lr_scale if key[1] else 1.0,
+            **({"muon": True} if key[2] else {}),
         }
         for key in order
         if key in groups
     ]
+    if train.optimizer == "muon":
+        return MuonWithAdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, **extra)
 
@@ -129,6 +144,11 @@ class Pretraining:
             step_scheduler_with_optimizer=False,
         )
         refuse_unverified_engine(self.accelerator.distributed_type == DistributedType.DEEPSPEED)
+        if train.optimizer == "muon" and self.accelerator.distributed_type == DistributedType.FSDP:
+            raise RecipeError(
+                "train.optimizer='muon' is not available with FSDP: its Newton-Schulz step works on whole matrices, "
+                "and on FSDP's sharded ones it has not been run; use train.optimizer=adamw, or DDP."
+            )
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +173,10 @@ class Pretraining:
         model = self.objective.model
         if train.activation_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        fused = torch.cuda.is_available() and self.accelerator.distributed_type.value in ("NO", "MULTI_GPU")
+        # Fused AdamW (CPU and CUDA kernels) is the fastest, and skips a non-finite step on a device flag. FSDP2's
+        # sharded parameters take the unfused one.
+        fused = self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU,
+                                                      DistributedType.MULTI_CPU)
         optimizer = build_optimizer(model, recipe, fused=fused)
         batch_sampler = self.objective.train_batch_sampler
         streamed = isinstance(self.objective.train_dataset, torch.utils.data.IterableDataset)  # no length, no shuffle
@@ -179,6 +202,7 @@ class Pretraining:
         self.model, self.optimizer, self.train_loader, self.eval_loader = self.accelerator.prepare(
             model, optimizer, train_loader, eval_loader
         )
+        self.skips_on_device = skips_on_device(self.optimizer)
         if train.compile:
             self.model = torch.compile(self.model)
         if not streamed and len(self.train_loader) == 0:
@@ -336,6 +360,7 @@ class Pretraining:
         resumed_at = (state.epoch, state.batches_in_epoch)
         clock = time.perf_counter() - state.elapsed_seconds
         window = LogWindow(accelerator.device)
+        self.longest_bad_streak = state.bad_steps_in_a_row
         self.model.train()
 
         while not self.should_stop():
@@ -383,13 +408,15 @@ class Pretraining:
                 accelerator.unscale_gradients()  # fp16: the norm (and the scaler's overflow check) of true gradients
                 grad_norm = total_grad_norm(self.model)
             grad_norm = plain_tensor(grad_norm, step_loss.device)
-            # The one device-to-host read of a step: whether to step at all has to be known on the host, because
-            # torch's AdamW cannot skip on a device flag (with zero gradients it still decays its moments and counts
-            # the step). Loss and grad norm themselves stay on the device until a record is written.
-            loss_finite, norm_finite = torch.stack([torch.isfinite(step_loss), torch.isfinite(grad_norm)]).tolist()
-            skipped = step_or_skip(self.optimizer, loss_finite, norm_finite)
-            state.bad_steps_in_a_row = next_bad_streak(state.bad_steps_in_a_row, skipped)
-            state.skipped_steps += skipped is not None
+            # A non-finite step touches neither weights nor optimizer state. Fused AdamW and MuonWithAdamW skip on a
+            # device flag, so nothing is read back here; the window reads the flags with the next record. The
+            # others (fp16's GradScaler, FSDP's unfused AdamW) decide on the host: one read per step.
+            finite = torch.isfinite(step_loss) & torch.isfinite(grad_norm)
+            if self.skips_on_device:
+                skipped = step_unless_flagged(self.optimizer, ~finite)
+            else:
+                skipped = step_or_skip(self.optimizer, *torch.stack([torch.isfinite(step_loss),
+                                                                     torch.isfinite(grad_norm)]).tolist())
             self.optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens_seen += tokens
@@ -400,12 +427,13 @@ class Pretraining:
             # ---- log (every train.log_every steps, and before a checkpoint, so records do not depend on resumes)
             window.add(step_loss, grad_norm, skipped, lr, tokens, step_seconds, data_wait,
                        self.objective.step_flops(micro_batches) * accelerator.num_processes)
-            if state.bad_steps_in_a_row >= train.max_bad_steps:
-                self.write_record(window, bar)
-                raise TrainingDiverged(self.divergence_message())
-            saving = state.step % train.save_every == 0 and state.bad_steps_in_a_row == 0
-            if state.step % train.log_every == 0 or saving or self.progress() >= 1.0:
-                self.write_record(window, bar)
+            saving = state.step % train.save_every == 0
+            # A step skipped on the host is counted at once; one skipped on the device when the record reads it.
+            if state.step % train.log_every == 0 or saving or self.progress() >= 1.0 or isinstance(skipped, str):
+                self.write_record(window, bar)  # brings state.skipped_steps and state.bad_steps_in_a_row up to date
+                if self.longest_bad_streak >= train.max_bad_steps:  # also a streak the window's last step ended
+                    raise TrainingDiverged(self.divergence_message())
+            saving = saving and state.bad_steps_in_a_row == 0
 
             # ---- eval and checkpoint
             if state.step % train.eval_every == 0:
@@ -432,7 +460,11 @@ class Pretraining:
         """One metrics record for the steps since the last one (nothing when there are none)."""
         if not window.steps:
             return
-        record = window.record(self.state, self.peak)
+        record, outcomes = window.record(self.state, self.peak)
+        for outcome in outcomes:  # in step order: a taken step ends a streak of non-finite ones
+            self.state.bad_steps_in_a_row = next_bad_streak(self.state.bad_steps_in_a_row, outcome)
+            self.state.skipped_steps += outcome is not None
+            self.longest_bad_streak = max(self.longest_bad_streak, self.state.bad_steps_in_a_row)
         self.metrics.log(record, step=self.state.step)
         update_progress_bar(bar, record, self.progress())
 
@@ -461,7 +493,7 @@ class Pretraining:
         checkpoints = sorted((self.run_dir / "checkpoints").glob("step-*"))
         last_good = str(checkpoints[-1]) if checkpoints else "none yet (no checkpoint was written before)"
         return (
-            f"training stopped: {self.state.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient "
+            f"training stopped: {self.longest_bad_streak} steps in a row had a non-finite loss or gradient "
             f"norm (train.max_bad_steps={self.recipe.train.max_bad_steps}). The weights were not updated by those "
             f"steps. Last good checkpoint: {last_good}. Try a lower train.lr, a longer train.warmup, or "
             "train.precision=fp32."
@@ -558,6 +590,28 @@ def step_or_skip(optimizer, loss_finite: bool, grad_norm_finite: bool) -> str | 
     return NON_FINITE
 
 
+def skips_on_device(optimizer) -> bool:
+    """Whether `optimizer` (or the one Accelerate wraps) can skip a step on a device flag: torch's fused AdamW reads
+    a `found_inf` tensor (the GradScaler's hook), and MuonWithAdamW reads it the same way. Not under fp16, where
+    the GradScaler owns that flag."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if getattr(optimizer, "scaler", None) is not None:
+        return False
+    return isinstance(inner, MuonWithAdamW) or (isinstance(inner, torch.optim.AdamW) and bool(inner.defaults.get("fused")))
+
+
+def step_unless_flagged(optimizer, skip: torch.Tensor) -> torch.Tensor:
+    """Step; where `skip` (a 0-dim bool tensor on the device) is true the optimizer leaves weights, moments and
+    step counts as they were. Nothing is read back: returns `skip` itself, for the log window."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    inner.found_inf = skip.float()
+    try:
+        optimizer.step()
+    finally:
+        del inner.found_inf
+    return skip
+
+
 def next_bad_streak(streak: int, skipped: str | None) -> int:
     """Non-finite steps in a row (train.max_bad_steps of them stop the run). An fp16 overflow neither counts nor
     ends a streak: the GradScaler recovers from it by itself, halving its scale, and a few of them at the start of
@@ -579,27 +633,35 @@ class LogWindow:
         self.reset()
 
     def reset(self) -> None:
-        self.steps = self.taken = 0
-        self.sums = torch.zeros(2, device=self.device)  # loss, grad norm of the steps taken
-        self.last = self.sums
-        self.skipped: list[str] = []
+        self.steps = 0
+        self.sums = torch.zeros(3, device=self.device)  # loss, grad norm, count of the steps taken
+        self.last = self.sums[:2]
+        self.outcomes: list = []  # per step: None (taken), a reason (skipped), or a device flag (true: skipped)
         self.tokens = self.seconds = self.data_wait = self.flops = 0.0
         self.lr = 0.0
 
-    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: str | None, lr: float, tokens: int,
-            seconds: float, data_wait: float, flops: float) -> None:
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: str | torch.Tensor | None, lr: float,
+            tokens: int, seconds: float, data_wait: float, flops: float) -> None:
         self.last = torch.stack([loss.float(), grad_norm.float()])
-        if skipped is None:
-            self.sums = self.sums + self.last
-            self.taken += 1
-        else:
-            self.skipped.append(skipped)
+        taken = torch.cat([self.last, self.last.new_ones(1)])
+        if isinstance(skipped, torch.Tensor):  # known on the device only; where() keeps a NaN out of the sums
+            self.sums = self.sums + torch.where(skipped, torch.zeros_like(taken), taken)
+        elif skipped is None:
+            self.sums = self.sums + taken
+        self.outcomes.append(skipped)
         self.steps += 1
         self.lr, self.tokens, self.seconds = lr, self.tokens + tokens, self.seconds + seconds
         self.data_wait, self.flops = self.data_wait + data_wait, self.flops + flops
 
-    def record(self, state: TrainerState, peak_tflops: float) -> dict:
-        loss, grad_norm = (self.sums / self.taken if self.taken else self.last).tolist()  # the one read
+    def record(self, state: TrainerState, peak_tflops: float) -> tuple[dict, list[str | None]]:
+        """The record, and each step's outcome (None: taken, else why it was skipped)."""
+        flags = [o for o in self.outcomes if isinstance(o, torch.Tensor)]
+        values = torch.cat([self.sums, self.last, *[f.reshape(1).float() for f in flags]]).tolist()  # the one read
+        loss_sum, norm_sum, taken, last_loss, last_norm = values[:5]
+        device_skips = iter(values[5:])
+        outcomes = [(NON_FINITE if next(device_skips) else None) if isinstance(o, torch.Tensor) else o
+                    for o in self.outcomes]
+        loss, grad_norm = (loss_sum / taken, norm_sum / taken) if taken else (last_loss, last_norm)
         seconds = max(self.seconds, 1e-9)
         record = {
             "loss": loss,
@@ -611,11 +673,12 @@ class LogWindow:
             "data_wait": self.data_wait / seconds,
             "epoch": state.epoch,
         }
-        if self.skipped:
-            record["skipped"] = len(self.skipped)
-            record["skipped_why"] = "; ".join(sorted(set(self.skipped)))
+        skipped = [outcome for outcome in outcomes if outcome is not None]
+        if skipped:
+            record["skipped"] = len(skipped)
+            record["skipped_why"] = "; ".join(sorted(set(skipped)))
         self.reset()
-        return record
+        return record, outcomes
 
 
 def plain_tensor(value, device: torch.device) -> torch.Tensor:

@@ -54,7 +54,10 @@ def snapshot(run):
     return weights, optimizer
 
 
-def test_a_non_finite_step_is_skipped_without_touching_weights_or_optimizer(tmp_path):
+@pytest.mark.parametrize("optimizer, log_every", [("adamw", 1), ("adamw", 3), ("muon", 3)])
+def test_a_non_finite_step_is_skipped_without_touching_weights_or_optimizer(tmp_path, optimizer, log_every):
+    """Fused AdamW and MuonWithAdamW skip on a device flag: with log_every=3 the step is counted when the record at
+    step 6 reads the flags, and the record says so."""
     class Recorder(PoisonedSteps):
         poisoned = {4}
         before_step = {}  # 1-based step -> (weights, optimizer state) just before it runs
@@ -63,7 +66,9 @@ def test_a_non_finite_step_is_skipped_without_touching_weights_or_optimizer(tmp_
             Recorder.before_step.setdefault(self.state.step + 1, snapshot(self))
             return super().forward_loss(batch, items_in_step)
 
-    Recorder(tiny_recipe(tmp_path / "run")).run()
+    run = Recorder(tiny_recipe(tmp_path / "run", optimizer=optimizer, log_every=log_every, save_every=100))
+    assert run.skips_on_device
+    run.run()
     weights_4, optimizer_4 = Recorder.before_step[4]
     weights_5, optimizer_5 = Recorder.before_step[5]  # = after the poisoned step 4
     for name in weights_4:
@@ -75,15 +80,18 @@ def test_a_non_finite_step_is_skipped_without_touching_weights_or_optimizer(tmp_
     weights_6, _ = Recorder.before_step[6]
     assert any(not torch.equal(weights_5[n], weights_6[n]) for n in weights_5)  # training went on
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "skipped" in r] == [4]
+    assert [(r["step"], r["skipped"]) for r in records if "skipped" in r] == [(4 if log_every == 1 else 6, 1)]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_steps"] == 1
 
 
-def test_several_non_finite_steps_in_a_row_stop_the_run_with_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_several_non_finite_steps_in_a_row_stop_the_run_with_the_last_good_checkpoint(tmp_path, log_every):
+    """With log_every=3 the streak 5-7 is read at step 8's record (a checkpoint step), after step 8 itself was
+    taken: the run still stops, and step 8 is not saved over the good step-4 checkpoint."""
     class Diverging(PoisonedSteps):
         poisoned = {5, 6, 7}
 
-    run = Diverging(tiny_recipe(tmp_path / "run"))
+    run = Diverging(tiny_recipe(tmp_path / "run", log_every=log_every, max_steps=10))
     with pytest.raises(TrainingDiverged) as error:
         run.run()
     message = str(error.value)
