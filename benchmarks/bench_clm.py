@@ -26,8 +26,9 @@ Common to both parts
     attention stays inside each document); the peers run_clm.py's rows (input_ids, an all-ones attention_mask,
     labels = input_ids: attention runs across the documents of a row).
 
-Part 1 (`--steps`, default 20): one training step = forward with labels, backward, clip_grad_norm_(1.0), AdamW
-  step, zero_grad (bench_mlm_step.py's `train_step`), on 4 fixed batches of 32 x 128 tokens cut from the packed
+Part 1 (`--steps`, default 20): one training step = forward with labels, backward, clip_grad_norm_(1.0),
+  optimizer step (ours: the optimizer its loop builds from the recipe, Muon + fused AdamW for clm-tiny; the peers:
+  torch's AdamW), zero_grad (bench_mlm_step.py's `train_step`), on 4 fixed batches of 32 x 128 tokens cut from the packed
   training blocks (the same tokens for every model). `--warmup` untimed steps each, then timed steps round-robin
   over the models (the order rotating every round) until each model has --steps "clean" steps (this process got
   >= 90% of its threads' CPU time) or --max-seconds passed. Median step time -> tokens/s, ratios ours / peer.
@@ -39,8 +40,9 @@ Part 1 (`--steps`, default 20): one training step = forward with labels, backwar
 Part 2 (`--minutes`, default 3): equal wall-clock pretraining, one run after another, each timed from its first
   training step (tokenizer, packing, model building and our initial eval lie outside every budget).
     - ours: `Pretraining(load_recipe("clm-tiny", [...])).run()`, the recipe as shipped (peak lr 1e-3, warmup 5%,
-      wsd decay over the last 30% of the budget, AdamW 0.9/0.98/1e-6, weight decay 0.1, clip 1.0, batch 32), only
-      budget, seed, output folder, logging and tokenizer.path overridden. Its in-loop evals and checkpoints (every
+      wsd decay over the last 30% of the budget, Muon for the hidden matrices and AdamW 0.9/0.98/1e-6 for the rest,
+      weight decay 0.1, clip 1.0, batch 32), only budget, seed, output folder, logging and tokenizer.path
+      overridden. "ours-adamw" is the same run with train.optimizer=adamw. Its in-loop evals and checkpoints (every
       100 steps) count inside its budget.
     - GPT-2 and Llama: `transformers.Trainer` on run_clm.py's `tokenize_function` + `group_texts` blocks of 128
       (1000-row map batches, labels = input_ids), the same tokenizer; `tokenize_function` appends the tokenizer's
@@ -50,8 +52,8 @@ Part 2 (`--minutes`, default 3): equal wall-clock pretraining, one run after ano
       as our loop computes it. Chosen over run_clm.py's defaults (lr 5e-5, linear decay, no warmup) because those
       hardly move a randomly initialized 5M-parameter model in 3 minutes (bench_pretrain.py's BERT row shows
       what they do); 1e-3 with warmup suits pre-norm models of this size, which GPT-2 and Llama both are.
-      Trainer's weight decay skips biases and norms and decays the embedding, our loop decays every matrix
-      (`build_optimizer`); a callback stops the run when the budget is spent.
+      Trainer's weight decay skips biases and norms and decays the embedding, our loop decays every matrix but the
+      token embedding (`build_optimizer`); a callback stops the run when the budget is spent.
   Eval, identical for all: the validation split packed by our packer into blocks of 128 (pack_dataset) and
   collated by CausalLMCollator; the targets are every next token inside a document (the first token of a row and
   of each document, always [BOS] there, is not scored: ours is never asked to predict it). Mean cross-entropy ->

@@ -12,7 +12,6 @@ What it does, on the built-in corpus and the built-in task (which stdlib package
     spectral      `mlm-tiny` stopped after 1 step: the closed-form spectral token embeddings and nothing learned
     mlm-tiny      the shipped recipe, `train.max_minutes=B`
     rtd-tiny      the shipped recipe (ELECTRA replaced-token detection, the same discriminator), `train.max_minutes=B`
-    mlm-tiny-muon `mlm-tiny` with `train.optimizer=muon`, `train.max_minutes=B`
   for each pretraining budget B in --budgets (wall-clock minutes from the first step; tokenizer training and
   packing are outside it, as for every recipe run). One pretraining run per start and budget (pretraining seed 0).
   Fine-tuning: the shipped `finetune-classification` recipe, as the quickstart runs it, for each labeled-set size
@@ -52,9 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from hf_pretrain.recipe import load_recipe  # noqa: E402
 
-OBJECTIVES = ("mlm-tiny", "rtd-tiny", "mlm-tiny-muon")
-# A start that is a shipped recipe with overrides: (recipe, overrides).
-VARIANTS = {"mlm-tiny-muon": ("mlm-tiny", ["train.optimizer=muon"])}
+OBJECTIVES = ("mlm-tiny", "rtd-tiny")
 STARTS = ("scratch", "spectral", *OBJECTIVES)
 
 
@@ -117,11 +114,10 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
     if cache.get(key):
         return cache.get(key)
     run_dir = work / key.replace("/", "-")
-    recipe_name, variant = VARIANTS.get(start, ("mlm-tiny" if start == "spectral" else start, []))
+    recipe_name = "mlm-tiny" if start == "spectral" else start
     budget_overrides = ["train.max_minutes=null", "train.max_steps=1"] if start == "spectral" else [
         f"train.max_minutes={budget}"]
-    overrides = [f"output.dir={run_dir}", "output.log_with=[]", "output.progress_bar=false", *budget_overrides,
-                 *variant]
+    overrides = [f"output.dir={run_dir}", "output.log_with=[]", "output.progress_bar=false", *budget_overrides]
     print(f"pretraining {start}" + (f" for {budget:g} min" if budget else "") + f" -> {run_dir}", flush=True)
     pretraining = Pretraining(load_recipe(recipe_name, overrides), restart=True, announce=lambda *a: None)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -224,7 +220,7 @@ def plot(rows: list[dict], path: Path) -> None:
         print("matplotlib is not installed: no plot (pip install 'hf_pretrain[plots]')")
         return
     figure, axis = plt.subplots(figsize=(7, 4.2))
-    styles = {"mlm-tiny": "o-", "rtd-tiny": "s-", "mlm-tiny-muon": "^-"}
+    styles = {"mlm-tiny": "o-", "rtd-tiny": "s-"}
     for labels in sorted({row["labels"] for row in rows}, reverse=True):
         spectral = [row for row in rows if row["start"] == "spectral" and row["labels"] == labels]
         for objective in OBJECTIVES:
