@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -203,6 +204,7 @@ class Pretraining:
             model, optimizer, train_loader, eval_loader
         )
         self.skips_on_device = skips_on_device(self.optimizer)
+        self.counts_at_record = self.accelerator.num_processes == 1 and not train.max_tokens
         if train.compile:
             self.model = torch.compile(self.model)
         if not streamed and len(self.train_loader) == 0:
@@ -221,11 +223,11 @@ class Pretraining:
         self._iterator = None  # over the train loader, for the epoch in progress (next_batch)
 
     # ------------------------------------------------------------------------------------------- helpers
-    def progress(self, upcoming_tokens: int = 0) -> float:
-        """Fraction of the budget spent; the largest of the budgets the recipe sets. With `upcoming_tokens`,
-        the fraction once the step about to run is done (what that step's lr is scheduled for)."""
+    def progress(self, upcoming_step: bool = False, upcoming_tokens: int = 0) -> float:
+        """Fraction of the budget spent; the largest of the budgets the recipe sets. With `upcoming_step` (and that
+        step's tokens), the fraction once the step about to run is done (what that step's lr is scheduled for)."""
         train, state = self.recipe.train, self.state
-        upcoming_steps = 1 if upcoming_tokens else 0
+        upcoming_steps = 1 if upcoming_step else 0
         fractions = [0.0]
         if train.max_steps:
             fractions.append((state.step + upcoming_steps) / train.max_steps)
@@ -241,14 +243,16 @@ class Pretraining:
         The ranks also agree here on one clock, the slowest rank's elapsed time: with the step count and the tokens
         (summed over ranks), the budget's progress, and so the next step's learning rate, is then the same on
         every rank, as data parallelism needs (replicas with different learning rates drift apart)."""
-        flags = torch.tensor(
-            [self.state.elapsed_seconds, float(self.stop_signal is not None)], device=self.accelerator.device
-        )
-        elapsed, stop = self.accelerator.reduce(flags, reduction="max").tolist()  # one device-to-host read
-        if self.accelerator.num_processes > 1:
-            self.state.elapsed_seconds = elapsed
+        stop = self.stop_signal is not None
+        if self.accelerator.num_processes > 1:  # a collective, read back: what the ranks agree on
+            flags = torch.tensor([self.state.elapsed_seconds, float(stop)], device=self.accelerator.device)
+            self.state.elapsed_seconds, stop = self.accelerator.reduce(flags, reduction="max").tolist()
         self.interrupted = bool(stop)
         return self.progress() >= 1.0 or self.interrupted
+
+    def step_counts(self, micro_batches: list[dict]) -> tuple[int, float]:
+        """A step's tokens and FLOPs (one process: the step's own)."""
+        return (sum(self.objective.count_tokens(b) for b in micro_batches), self.objective.step_flops(micro_batches))
 
     def request_stop(self, signal_number: int, _frame=None) -> None:
         """SIGTERM/SIGINT: finish the current step, save, stop. A second one stops at once."""
@@ -371,17 +375,22 @@ class Pretraining:
             # The step's predicted items (the loss's denominator) and tokens (the budget), summed over ranks in one
             # collective: a rank's tokens differ from another's when documents have different lengths.
             # `items` has count_items' shape: a scalar, or one count per loss term (replaced-token detection).
+            # One process without a token budget needs the tokens (and the step's FLOPs) only for the metrics: they
+            # are counted when the next record is written, so the step reads nothing back from the device.
             local_items = sum(self.objective.count_items(b) for b in micro_batches).to(torch.int64)
-            local_tokens = sum(self.objective.count_tokens(b) for b in micro_batches)
-            counts = torch.cat([local_items.reshape(-1), torch.tensor([local_tokens], device=local_items.device)])
-            counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum")
-            items, tokens = counts[:-1].reshape(local_items.shape), int(counts[-1])
+            if self.counts_at_record:
+                items, tokens = local_items.to(accelerator.device), None
+            else:
+                local_tokens = sum(self.objective.count_tokens(b) for b in micro_batches)
+                counts = torch.cat([local_items.reshape(-1), torch.tensor([local_tokens], device=local_items.device)])
+                counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum")
+                items, tokens = counts[:-1].reshape(local_items.shape), int(counts[-1])
 
             # ---- lr for this step
             lr = train.lr * lr_multiplier(
                 train.schedule,
                 state.step,
-                self.progress(upcoming_tokens=tokens),
+                self.progress(upcoming_step=True, upcoming_tokens=tokens or 0),
                 train.warmup,
                 train.decay_fraction,
                 train.min_lr_ratio,
@@ -419,14 +428,18 @@ class Pretraining:
                                                                      torch.isfinite(grad_norm)]).tolist())
             self.optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.tokens_seen += tokens
+            if tokens is not None:  # else counted with the next record
+                state.tokens_seen += tokens
             now = time.perf_counter()
             step_seconds = now - clock - state.elapsed_seconds
             state.elapsed_seconds = now - clock
 
             # ---- log (every train.log_every steps, and before a checkpoint, so records do not depend on resumes)
-            window.add(step_loss, grad_norm, skipped, lr, tokens, step_seconds, data_wait,
-                       self.objective.step_flops(micro_batches) * accelerator.num_processes)
+            if tokens is None:  # counted when the record is written (the batches are kept until then)
+                counts = partial(self.step_counts, micro_batches)
+            else:
+                counts = (tokens, self.objective.step_flops(micro_batches) * accelerator.num_processes)
+            window.add(step_loss, grad_norm, skipped, lr, counts, step_seconds, data_wait)
             saving = state.step % train.save_every == 0
             # A step skipped on the host is counted at once; one skipped on the device when the record reads it.
             if state.step % train.log_every == 0 or saving or self.progress() >= 1.0 or isinstance(skipped, str):
@@ -637,11 +650,14 @@ class LogWindow:
         self.sums = torch.zeros(3, device=self.device)  # loss, grad norm, count of the steps taken
         self.last = self.sums[:2]
         self.outcomes: list = []  # per step: None (taken), a reason (skipped), or a device flag (true: skipped)
-        self.tokens = self.seconds = self.data_wait = self.flops = 0.0
+        self.seconds = self.data_wait = 0.0
+        self.counts: list = []  # per step: (tokens, flops), or a callable that counts them
         self.lr = 0.0
 
     def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: str | torch.Tensor | None, lr: float,
-            tokens: int, seconds: float, data_wait: float, flops: float) -> None:
+            counts, seconds: float, data_wait: float) -> None:
+        """`counts`: the step's (tokens, FLOPs), or a callable returning them, called when the record is written
+        (then the tokens were not yet added to the state's tokens_seen)."""
         self.last = torch.stack([loss.float(), grad_norm.float()])
         taken = torch.cat([self.last, self.last.new_ones(1)])
         if isinstance(skipped, torch.Tensor):  # known on the device only; where() keeps a NaN out of the sums
@@ -650,8 +666,8 @@ class LogWindow:
             self.sums = self.sums + taken
         self.outcomes.append(skipped)
         self.steps += 1
-        self.lr, self.tokens, self.seconds = lr, self.tokens + tokens, self.seconds + seconds
-        self.data_wait, self.flops = self.data_wait + data_wait, self.flops + flops
+        self.lr, self.seconds, self.data_wait = lr, self.seconds + seconds, self.data_wait + data_wait
+        self.counts.append(counts)
 
     def record(self, state: TrainerState, peak_tflops: float) -> tuple[dict, list[str | None]]:
         """The record, and each step's outcome (None: taken, else why it was skipped)."""
@@ -662,14 +678,20 @@ class LogWindow:
         outcomes = [(NON_FINITE if next(device_skips) else None) if isinstance(o, torch.Tensor) else o
                     for o in self.outcomes]
         loss, grad_norm = (loss_sum / taken, norm_sum / taken) if taken else (last_loss, last_norm)
+        tokens = flops = 0
+        for counts in self.counts:
+            if callable(counts):
+                counts = counts()
+                state.tokens_seen += counts[0]
+            tokens, flops = tokens + counts[0], flops + counts[1]
         seconds = max(self.seconds, 1e-9)
         record = {
             "loss": loss,
             "lr": self.lr,
             "grad_norm": grad_norm,
             "tokens": state.tokens_seen,
-            "tokens_per_s": self.tokens / seconds,
-            "mfu": self.flops / seconds / (peak_tflops * 1e12),
+            "tokens_per_s": tokens / seconds,
+            "mfu": flops / seconds / (peak_tflops * 1e12),
             "data_wait": self.data_wait / seconds,
             "epoch": state.epoch,
         }

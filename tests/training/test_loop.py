@@ -313,3 +313,36 @@ def test_resume_position_moves_to_the_same_example_or_refuses(tmp_path):
     assert resume_position(saved, 4, 1, True, step) == 10  # the objective's own batches: counted in its batches
     with pytest.raises(RecipeError, match=r"train.batch_size=8 differs from the 4 .* resume with train.batch_size=4"):
         resume_position(saved, 8, 1, True, step)
+
+
+def test_one_process_counts_tokens_and_flops_when_a_record_is_written(tmp_path):
+    """Without a token budget, one process needs a step's tokens and FLOPs only for the metrics: they are counted
+    (a device-to-host read on a GPU) when the record is written, not at every step, and add up to the same totals."""
+    counted_at = []
+
+    def run(name, log_every, **train):
+        pretraining = Pretraining(tiny_recipe(tmp_path / name, log_every=log_every, save_every=100, **train))
+        count_tokens = pretraining.objective.count_tokens
+
+        def counting(batch):
+            counted_at.append((name, pretraining.state.step))
+            return count_tokens(batch)
+
+        pretraining.objective.count_tokens = counting
+        return pretraining, pretraining.run()
+
+    lazy, lazy_summary = run("lazy", 4)
+    assert lazy.counts_at_record
+    # (step_flops counts a step's tokens too: two calls per step.) Every call at a record, none in between.
+    assert sorted(set(step for name, step in counted_at if name == "lazy")) == [4, 8]
+    eager, eager_summary = run("eager", 1, max_tokens=10**9)  # a token budget: counted at every step
+    assert not eager.counts_at_record
+    assert sorted(set(step for name, step in counted_at if name == "eager")) == list(range(9))  # every step
+    assert lazy_summary["tokens"] == eager_summary["tokens"] > 0
+
+    def records(name):
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in line and '"tokens"' in line]
+
+    assert records("lazy")[-1]["tokens"] == records("eager")[-1]["tokens"] == lazy_summary["tokens"]
+    assert all(record["mfu"] > 0 for record in records("lazy"))
