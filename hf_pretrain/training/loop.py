@@ -420,12 +420,11 @@ class Pretraining:
             # A non-finite step touches neither weights nor optimizer state. Fused AdamW and MuonWithAdamW skip on a
             # device flag, so nothing is read back here; the window reads the flags with the next record. The
             # others (fp16's GradScaler, FSDP's unfused AdamW) decide on the host: one read per step.
-            finite = torch.isfinite(step_loss) & torch.isfinite(grad_norm)
+            finite = torch.stack([torch.isfinite(step_loss), torch.isfinite(grad_norm)])  # (2,): loss, grad norm
             if self.skips_on_device:
-                skipped = step_unless_flagged(self.optimizer, ~finite)
+                skipped = step_unless_flagged(self.optimizer, ~finite.all())
             else:
-                skipped = step_or_skip(self.optimizer, *torch.stack([torch.isfinite(step_loss),
-                                                                     torch.isfinite(grad_norm)]).tolist())
+                skipped = step_or_skip(self.optimizer, *finite.tolist())
             self.optimizer.zero_grad(set_to_none=True)
             state.step += 1
             if tokens is not None:  # else counted with the next record
