@@ -95,8 +95,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
         exp_avgs, exp_avg_sqs, steps = [], [], []
         for parameter in parameters:
             state = self.state[parameter]
-            if not state:  # AdamW's own state layout, so its state_dict reads like torch.optim.AdamW's
-                state["step"] = torch.tensor(0.0)
+            if not state:  # fused AdamW's own state layout (its step count lives on the parameter's device)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=parameter.device)
                 state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
             exp_avgs.append(state["exp_avg"])

@@ -54,6 +54,10 @@ def test_the_adamw_groups_step_exactly_like_torch_adamw():
     for a, b in zip(ours.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
     assert hybrid.state_dict()["state"][0].keys() == adamw.state_dict()["state"][0].keys()
+    for ours_state, reference_state in zip(hybrid.state_dict()["state"].values(), adamw.state_dict()["state"].values()):
+        for key, value in reference_state.items():  # same values, dtypes and devices (the step count included)
+            assert torch.equal(ours_state[key], value) and ours_state[key].dtype == value.dtype, key
+            assert ours_state[key].device == value.device, key
 
 
 def test_a_muon_step_is_the_scaled_orthogonalized_nesterov_momentum_with_decoupled_decay():
