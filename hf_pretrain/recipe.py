@@ -167,6 +167,10 @@ class TrainSection:
     lr: float = ranged(1e-3, low=0.0, low_open=True)
     # Denoising autoencoders: the encoder's lr is lr x this; the decoder and an untied output layer get lr itself.
     encoder_lr_scale: float = ranged(1.0, low=0.0, low_open=True)
+    # The token embedding matrix's lr is lr x this (times encoder_lr_scale where that applies too). Below 1 it lets
+    # the layers learn at a higher lr while a closed-form start (model.embedding_init: spectral) is kept; tied, the
+    # matrix is the output layer as well.
+    embedding_lr_scale: float = ranged(1.0, low=0.0, low_open=True)
     weight_decay: float = ranged(0.01, low=0.0)
     beta1: float = ranged(0.9, low=0.0, high=1.0)
     beta2: float = ranged(0.98, low=0.0, high=1.0)
@@ -491,6 +495,11 @@ def check_recipe(recipe: Recipe) -> None:
             f"train.encoder_lr_scale={train.encoder_lr_scale} is for the denoising autoencoders (objective dae or "
             f"dae-features), whose encoder and decoder can learn at different rates; objective "
             f"{recipe.objective!r} trains one stack at train.lr. Remove it, or set it to 1."
+        )
+    if train.embedding_lr_scale != 1.0 and recipe.objective == "dae-features":
+        raise RecipeError(
+            f"train.embedding_lr_scale={train.embedding_lr_scale} scales the token embedding's lr: objective "
+            "'dae-features' reads float vectors and has no token embedding. Remove it, or set it to 1."
         )
     check_sections_fit_objective(recipe)
 

@@ -64,6 +64,9 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
         ({"train": "fast"}, "train must be a mapping"),
         ({"train": {"encoder_lr_scale": 0.1}}, "train.encoder_lr_scale=0.1 is for the denoising autoencoders"),
         ({"train": {"encoder_lr_scale": 0}}, "train.encoder_lr_scale=0.0 is not allowed; it must be > 0.0"),
+        ({"objective": "dae-features", "train": {"embedding_lr_scale": 0.5}},
+         "train.embedding_lr_scale=0.5 scales the token embedding's lr: objective 'dae-features'"),
+        ({"train": {"embedding_lr_scale": 0}}, "train.embedding_lr_scale=0.0 is not allowed; it must be > 0.0"),
         # nan passes every range check and inf never ends a budget: both are refused for every float key.
         ({"train": {"max_minutes": "nan"}}, "train.max_minutes=nan is not allowed; it must be a finite number"),
         ({"train": {"max_minutes": float("inf")}}, "train.max_minutes=inf is not allowed; it must be a finite"),

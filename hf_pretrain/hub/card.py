@@ -384,8 +384,10 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         grad_accum=train.get("grad_accum", 1),
         block_size=(recipe.get("features", {}) if is_features else recipe.get("data", {})).get(
             "feature_tokens" if is_features else "block_size", "?"),
-        lr=str(train.get("lr", "?")) + (f" (encoder: {train['encoder_lr_scale']}x that)"
-                                        if train.get("encoder_lr_scale", 1.0) != 1.0 else ""),
+        lr=str(train.get("lr", "?")) + "".join(
+            f" ({part}: {train[key]}x that)" for part, key in (("encoder", "encoder_lr_scale"),
+                                                              ("token embeddings", "embedding_lr_scale"))
+            if train.get(key, 1.0) != 1.0),
         schedule=train.get("schedule", "?"),
         warmup=train.get("warmup", "?"),
         weight_decay=train.get("weight_decay", "?"),

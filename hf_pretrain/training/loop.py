@@ -66,7 +66,8 @@ class TrainingInterrupted(RuntimeError):
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (norm gains, biases and embeddings are not decayed). With
     `train.encoder_lr_scale` != 1 the encoder's parameters (`model.get_encoder()`; with tied embeddings that
-    includes the shared matrix) form their own groups, whose `lr_scale` the loop multiplies the lr by.
+    includes the shared matrix) form their own groups, whose `lr_scale` the loop multiplies the lr by; with
+    `train.embedding_lr_scale` != 1 so does the token embedding matrix.
 
     With `train.optimizer: muon` the decayed matrices take Muon steps (MuonWithAdamW), except the output layer:
     Muon's authors keep the first and last layers on AdamW. A tied output layer is the token embedding (AdamW
@@ -84,23 +85,26 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
     output_ids = set()
     if train.optimizer == "muon" and hasattr(model, "get_output_embeddings") and model.get_output_embeddings():
         output_ids = {id(parameter) for parameter in model.get_output_embeddings().parameters()}
-    groups: dict[tuple[bool, bool, bool], list] = {}
+    own_embedding_lr = train.embedding_lr_scale != 1.0
+    groups: dict[tuple[bool, bool, bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         decayed = parameter.ndim >= 2 and "embeddings" not in name and id(parameter) not in token_embedding_ids
         muon = (train.optimizer == "muon" and decayed and parameter.ndim == 2 and min(parameter.shape) > 1
                 and id(parameter) not in output_ids)
-        groups.setdefault((decayed, id(parameter) in encoder_ids, muon), []).append(parameter)
+        embedding = own_embedding_lr and id(parameter) in token_embedding_ids
+        groups.setdefault((decayed, id(parameter) in encoder_ids, muon, embedding), []).append(parameter)
     # Decayed groups first, as before encoder groups existed: a checkpoint's optimizer state is matched by order.
-    # Muon groups last.
-    order = [(True, False, False), (True, True, False), (False, False, False), (False, True, False),
-             (True, False, True), (True, True, True)]
+    # Muon groups, then token-embedding groups, last.
+    order = [(True, False, False, False), (True, True, False, False), (False, False, False, False),
+             (False, True, False, False), (True, False, True, False), (True, True, True, False),
+             (False, False, False, True), (False, True, False, True)]
     groups = [
         {
             "params": groups[key],
             "weight_decay": train.weight_decay if key[0] else 0.0,
-            "lr_scale": train.encoder_lr_scale if key[1] else 1.0,
+            "lr_scale": (train.encoder_lr_scale if key[1] else 1.0) * (train.embedding_lr_scale if key[3] else 1.0),
             **({"muon": True} if key[2] else {}),
         }
         for key in order

@@ -201,6 +201,39 @@ def test_token_embeddings_are_not_weight_decayed_whatever_their_name(tmp_path):
     assert id(model.model.layers[0].mlp.up_proj.weight) in decayed
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_embedding_lr_scale_gives_the_token_embedding_its_own_lr(tmp_path, optimizer):
+    """train.embedding_lr_scale: the token embedding matrix (and it alone) forms a group whose lr the loop scales;
+    trained for 3 steps at a scale of 1e-6 it stays where it started, to within lr x 1e-6 per step, while the
+    layers move; at the default of 1 the groups are those of before the setting existed."""
+    from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
+    from hf_pretrain.training.loop import build_optimizer
+
+    config = PretrainDecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32, max_position_embeddings=16)
+    model = PretrainDecoderForCausalLM(config)
+    embedding = model.get_input_embeddings().weight
+    default = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer), fused=False)
+    assert all(group["lr_scale"] == 1.0 for group in default.param_groups)
+    scaled = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer, embedding_lr_scale=0.25), fused=False)
+    own = [group for group in scaled.param_groups if any(p is embedding for p in group["params"])]
+    assert len(own) == 1 and own[0]["params"] == [embedding] and own[0]["lr_scale"] == 0.25
+    assert own[0]["weight_decay"] == 0.0 and not own[0].get("muon", False)
+    assert [len(g["params"]) for g in scaled.param_groups if g is not own[0]] == [
+        len(g["params"]) - sum(p is embedding for p in g["params"]) for g in default.param_groups]
+
+    run = Pretraining(tiny_recipe(tmp_path / "run", optimizer=optimizer, embedding_lr_scale=1e-6, max_steps=3,
+                                  lr=1e-2, warmup=0))
+    trained = run.model  # the objective's model, as the loop trains it
+    start_embedding = trained.get_input_embeddings().weight.detach().clone()
+    start_layers = [p.detach().clone() for n, p in trained.named_parameters() if "layers.0" in n and p.ndim == 2]
+    run.run()
+    moved = (trained.get_input_embeddings().weight.detach() - start_embedding).abs().max().item()
+    assert moved <= 3 * 1e-2 * 1e-6 * 1.01
+    layers = [p.detach() for n, p in trained.named_parameters() if "layers.0" in n and p.ndim == 2]
+    assert all((after - before).abs().max() > 1e-4 for before, after in zip(start_layers, layers))
+
+
 def test_a_deepspeed_launch_is_refused_before_any_work(tmp_path, monkeypatch):
     """DeepSpeed has not run with this loop: `accelerate launch` with a DeepSpeed config (it sets
     ACCELERATE_USE_DEEPSPEED) stops at setup with one line pointing to FSDP2 or DDP; nothing is written."""
