@@ -23,17 +23,24 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately U V^T of matrix = U S V^T, by `steps` quintic Newton-Schulz iterations. (m, n) -> (m, n)."""
+    """Approximately U V^T of each matrix = U S V^T, by `steps` quintic Newton-Schulz iterations.
+    (m, n) -> (m, n), or a stack (k, m, n) -> (k, m, n), each matrix on its own (batched matmuls: one kernel for
+    all the same-shaped matrices of a model, where a loop would launch one per matrix)."""
     a, b, c = NS_COEFFICIENTS
     x = matrix.to(torch.bfloat16 if matrix.is_cuda else torch.float32)
-    tall = x.size(0) > x.size(1)
+    single = x.ndim == 2
+    if single:
+        x = x.unsqueeze(0)
+    tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide orientation: the Gram matrix is the smaller side squared
-        x = x.T
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return (x.T if tall else x).to(matrix.dtype)
+        gram = torch.bmm(x, x.mT)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    if tall:
+        x = x.mT
+    return (x.squeeze(0) if single else x).to(matrix.dtype)
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -74,22 +81,28 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def muon_step(self, group: dict, parameters: list[torch.Tensor], found_inf: torch.Tensor | None) -> None:
         lr, momentum = group["lr"], group["momentum"]
+        by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
         for parameter in parameters:
-            state = self.state[parameter]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(parameter)
-            buffer = state["momentum_buffer"]
-            grad = parameter.grad
-            new_buffer = buffer.lerp(grad, 1 - momentum)
-            update = orthogonalize(grad.lerp(new_buffer, momentum), group["ns_steps"])  # Nesterov momentum
-            new_parameter = parameter * (1 - lr * group["weight_decay"]) - (
-                lr * 0.2 * math.sqrt(max(parameter.shape))) * update
-            if found_inf is not None:  # where(), not a multiply: a skipped step's NaNs must not leak in
-                keep = found_inf == 0
-                new_buffer = torch.where(keep, new_buffer, buffer)
-                new_parameter = torch.where(keep, new_parameter, parameter)
-            buffer.copy_(new_buffer)
-            parameter.copy_(new_parameter)
+            by_shape.setdefault((parameter.device, *parameter.shape), []).append(parameter)
+        for same_shape in by_shape.values():  # one batched Newton-Schulz per shape: (k, m, n)
+            buffers = []
+            for parameter in same_shape:
+                state = self.state[parameter]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(parameter)
+                buffers.append(state["momentum_buffer"])
+            grads = torch.stack([parameter.grad for parameter in same_shape])
+            new_buffers = torch.stack(buffers).lerp(grads, 1 - momentum)
+            updates = orthogonalize(grads.lerp(new_buffers, momentum), group["ns_steps"])  # Nesterov momentum
+            scale = lr * 0.2 * math.sqrt(max(same_shape[0].shape))
+            for parameter, buffer, new_buffer, update in zip(same_shape, buffers, new_buffers, updates):
+                new_parameter = parameter * (1 - lr * group["weight_decay"]) - scale * update
+                if found_inf is not None:  # where(), not a multiply: a skipped step's NaNs must not leak in
+                    keep = found_inf == 0
+                    new_buffer = torch.where(keep, new_buffer, buffer)
+                    new_parameter = torch.where(keep, new_parameter, parameter)
+                buffer.copy_(new_buffer)
+                parameter.copy_(new_parameter)
 
     def adamw_step(self, group: dict, parameters: list[torch.Tensor], found_inf: torch.Tensor | None) -> None:
         exp_avgs, exp_avg_sqs, steps = [], [], []

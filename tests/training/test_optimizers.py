@@ -30,6 +30,18 @@ def test_orthogonalize_gives_a_near_orthogonal_matrix_of_the_same_shape(shape):
     assert torch.nn.functional.cosine_similarity((u @ vh).flatten(), result.flatten(), dim=0) > 0.97
 
 
+@pytest.mark.parametrize("shape", [(48, 16), (16, 48)])
+def test_orthogonalize_treats_each_matrix_of_a_stack_on_its_own(shape):
+    """A (k, m, n) stack (what the Muon step hands it: the same-shaped matrices of a model) gives each matrix the
+    result it gets alone, however different their scales."""
+    torch.manual_seed(0)
+    stack = torch.randn(3, *shape) * torch.tensor([1e-3, 1.0, 50.0]).view(3, 1, 1)
+    batched = orthogonalize(stack)
+    assert batched.shape == stack.shape
+    for matrix, result in zip(stack, batched):
+        torch.testing.assert_close(result, orthogonalize(matrix), rtol=1e-5, atol=1e-6)
+
+
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
