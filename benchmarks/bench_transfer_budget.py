@@ -22,6 +22,8 @@ What it does, on the built-in corpus and the built-in task (which stdlib package
 Output: a table (mean and standard error over seeds), benchmarks/transfer_budget.png (gain over scratch vs budget,
 one line per objective and labeled-set size), and every individual result in a JSON cache (--work-dir/results.json)
 that later invocations extend: a run already in the cache is not repeated, so budgets can be added one at a time.
+Each result carries the fingerprint of the recipe it was measured with; after a shipped recipe changes, its cached
+results are kept under `key@<old fingerprint>` (out of the table) and the runs are repeated.
 Noise: budgets are wall-clock, so load from other processes shortens a run's training; the script records the CPU
 share each pretraining run got (1.0 = all its threads busy). Run it on a quiet machine.
 Results: benchmarks/RESULTS.md#transfer-budget.
@@ -30,6 +32,7 @@ Results: benchmarks/RESULTS.md#transfer-budget.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -100,6 +103,36 @@ class Cache:
         temporary.write_text(json.dumps(self.data, indent=1))
         temporary.replace(self.path)
 
+    def current(self, key: str, fingerprint: str):
+        """The cached result of `key` if it was measured with the recipe `fingerprint` names; a result measured
+        with another recipe is kept, under `key@<its fingerprint>`, and None is returned so the run is repeated."""
+        result = self.get(key)
+        if result is None or result.get("recipe") == fingerprint:
+            return result
+        retired = f"{key}@{result.get('recipe', 'unrecorded')}"
+        print(f"  {key}: measured with another recipe ({result.get('recipe', 'unrecorded')}, now {fingerprint}); "
+              f"kept as {retired}, running it again", flush=True)
+        self.data[retired] = self.data.pop(key)
+        self.put(retired, result)
+        return None
+
+
+def recipe_fingerprint(start: str) -> str:
+    """What a start's pretraining computes, in 10 hex digits: the values of its recipe that differ from the
+    defaults, less the keys a run may change without changing its steps (budget, cadence, output: the keys a
+    resumed run may change). Every cached result carries the fingerprint of the start it came from, so a result
+    measured before a recipe changed is not mixed into the table (settings added later with their default values
+    leave it as it was). Scratch and spectral are built from mlm-tiny's model."""
+    from dataclasses import asdict
+
+    from hf_pretrain.recipe import SAFE_TO_CHANGE_ON_RESUME, Recipe, flat_items
+
+    recipe = load_recipe("mlm-tiny" if start in ("scratch", "spectral") else start)
+    defaults = flat_items(asdict(Recipe()))
+    chosen = {key: value for key, value in flat_items(asdict(recipe)).items()
+              if key not in SAFE_TO_CHANGE_ON_RESUME and (key not in defaults or defaults[key] != value)}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
 
 def budget_name(minutes: float) -> str:
     return f"{minutes:g}min"
@@ -111,7 +144,8 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
     from hf_pretrain.training.loop import Pretraining
 
     key = f"pretrain/{start}" + (f"/{budget_name(budget)}" if budget else "")
-    if cache.get(key):
+    fingerprint = recipe_fingerprint(start)
+    if cache.current(key, fingerprint):
         return cache.get(key)
     run_dir = work / key.replace("/", "-")
     recipe_name = "mlm-tiny" if start == "spectral" else start
@@ -127,6 +161,7 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
         "final_dir": summary["final_dir"], "steps": summary["steps"], "tokens": summary["tokens"],
         "minutes": summary["minutes"], "final_eval": summary["final_eval"],
         "cpu_share": (time.process_time() - cpu) / max(wall * torch.get_num_threads(), 1e-9),
+        "recipe": fingerprint,
     }
     print(f"  {result['steps']} steps, {result['tokens']:,} tokens, {result['minutes']:.2f} min, "
           f"CPU share {result['cpu_share']:.2f}", flush=True)
@@ -144,9 +179,11 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, final_d
 
     suffix = f"/{labels or 'all'}/seed{seed}"
     key = f"finetune/{start}" + (f"/{budget_name(budget)}" if budget else "") + suffix
-    if cache.get(key):
-        return
+    fingerprint = recipe_fingerprint(start)
     with_scratch = start == "spectral"
+    if cache.current(key, fingerprint) and (
+            not with_scratch or cache.current(f"finetune/scratch{suffix}", recipe_fingerprint("scratch"))):
+        return
     overrides = [
         f"model={final_dir}", f"output.dir={work / key.replace('/', '-')}", f"train.seed={seed}",
         "output.progress_bar=false", f"compare_scratch={'true' if with_scratch else 'false'}",
@@ -156,10 +193,12 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, final_d
     started = time.perf_counter()
     out = run_finetune(load_finetune_recipe("finetune-classification", overrides), announce=lambda *a: None)
     runs = out["runs"]
-    cache.put(key, {"accuracy": runs["pretrained"]["test"]["accuracy"], "f1": runs["pretrained"]["test"]["f1"]})
+    cache.put(key, {"accuracy": runs["pretrained"]["test"]["accuracy"], "f1": runs["pretrained"]["test"]["f1"],
+                    "recipe": fingerprint})
     if with_scratch:
         cache.put(f"finetune/scratch{suffix}", {"accuracy": runs["scratch"]["test"]["accuracy"],
-                                                "f1": runs["scratch"]["test"]["f1"]})
+                                                "f1": runs["scratch"]["test"]["f1"],
+                                                "recipe": recipe_fingerprint("scratch")})
     print(f"  fine-tuned {key}: {runs['pretrained']['test']['accuracy']:.1%}"
           + (f" (scratch {runs['scratch']['test']['accuracy']:.1%})" if with_scratch else "")
           + f" in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
@@ -177,8 +216,14 @@ def collect(cache: Cache, args) -> list[dict]:
     """Rows of (start, budget, labels): accuracy and gain over scratch, mean and standard error over the seeds
     that have both."""
     rows = []
+    fingerprints = {start: recipe_fingerprint(start) for start in STARTS}
+
+    def measured(key: str, start: str):  # only results of the recipes as they are now
+        result = cache.get(key)
+        return result if result and result.get("recipe") == fingerprints[start] else None
+
     budgets = sorted({float(key.split("/")[2][:-3]) for key in cache.data
-                      if key.startswith("finetune/") and key.split("/")[1] in OBJECTIVES})
+                      if key.startswith("finetune/") and key.split("/")[1] in OBJECTIVES and "@" not in key})
     for labels in args.labels:
         suffix = lambda seed: f"/{labels or 'all'}/seed{seed}"  # noqa: E731
         for start, budget in [("scratch", None), ("spectral", None)] + [
@@ -186,13 +231,13 @@ def collect(cache: Cache, args) -> list[dict]:
             accuracies, gains = [], []
             for seed in args.seeds:
                 name = f"finetune/{start}" + (f"/{budget_name(budget)}" if budget else "") + suffix(seed)
-                scratch = cache.get(f"finetune/scratch{suffix(seed)}")
-                result = cache.get(name)
+                scratch = measured(f"finetune/scratch{suffix(seed)}", "scratch")
+                result = measured(name, start)
                 if result and scratch:
                     accuracies.append(100 * result["accuracy"])
                     gains.append(100 * (result["accuracy"] - scratch["accuracy"]))
             if accuracies:
-                pretraining = cache.get(f"pretrain/{start}" + (f"/{budget_name(budget)}" if budget else ""))
+                pretraining = measured(f"pretrain/{start}" + (f"/{budget_name(budget)}" if budget else ""), start)
                 rows.append({"start": start, "budget": budget, "labels": labels, "seeds": len(accuracies),
                              "accuracy": mean_and_error(accuracies), "gain": mean_and_error(gains),
                              "steps": pretraining["steps"] if pretraining else None,
