@@ -112,7 +112,7 @@ class Cache:
         retired = f"{key}@{result.get('recipe', 'unrecorded')}"
         print(f"  {key}: measured with another recipe ({result.get('recipe', 'unrecorded')}, now {fingerprint}); "
               f"kept as {retired}, running it again", flush=True)
-        self.data[retired] = self.data.pop(key)
+        del self.data[key]
         self.put(retired, result)
         return None
 
@@ -170,7 +170,7 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
 
 
 # ---------------------------------------------------------------------------------------------------- fine-tuning
-def finetune(cache: Cache, work: Path, start: str, budget: float | None, final_dir: str, labels: int, seed: int,
+def finetune(cache: Cache, work: Path, start: str, budget: float | None, pretrained: dict, labels: int, seed: int,
              quick: bool) -> None:
     """Fine-tune one start (cached). The spectral start's run also trains the scratch model (compare_scratch):
     scratch does not depend on the budget, so it is trained once per labeled set and seed."""
@@ -179,13 +179,13 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, final_d
 
     suffix = f"/{labels or 'all'}/seed{seed}"
     key = f"finetune/{start}" + (f"/{budget_name(budget)}" if budget else "") + suffix
-    fingerprint = recipe_fingerprint(start)
+    fingerprint = pretrained["recipe"]  # the pretraining's (scratch shares spectral's: mlm-tiny's model)
     with_scratch = start == "spectral"
     if cache.current(key, fingerprint) and (
-            not with_scratch or cache.current(f"finetune/scratch{suffix}", recipe_fingerprint("scratch"))):
+            not with_scratch or cache.current(f"finetune/scratch{suffix}", fingerprint)):
         return
     overrides = [
-        f"model={final_dir}", f"output.dir={work / key.replace('/', '-')}", f"train.seed={seed}",
+        f"model={pretrained['final_dir']}", f"output.dir={work / key.replace('/', '-')}", f"train.seed={seed}",
         "output.progress_bar=false", f"compare_scratch={'true' if with_scratch else 'false'}",
         *([f"data.max_train_examples={labels}", "train.epochs=20"] if labels else []),
         *(["train.epochs=1"] if quick else []),
@@ -198,7 +198,7 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, final_d
     if with_scratch:
         cache.put(f"finetune/scratch{suffix}", {"accuracy": runs["scratch"]["test"]["accuracy"],
                                                 "f1": runs["scratch"]["test"]["f1"],
-                                                "recipe": recipe_fingerprint("scratch")})
+                                                "recipe": fingerprint})
     print(f"  fine-tuned {key}: {runs['pretrained']['test']['accuracy']:.1%}"
           + (f" (scratch {runs['scratch']['test']['accuracy']:.1%})" if with_scratch else "")
           + f" in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
@@ -307,7 +307,7 @@ def main(argv=None) -> dict:
         for labels in args.labels:
             for seed in args.seeds:
                 for (start, budget), result in runs.items():
-                    finetune(cache, work, start, budget, result["final_dir"], labels, seed, args.quick)
+                    finetune(cache, work, start, budget, result, labels, seed, args.quick)
     rows = collect(cache, args)
     print_table(rows)
     if rows and not args.quick:

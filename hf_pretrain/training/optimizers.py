@@ -81,7 +81,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def muon_step(self, group: dict, parameters: list[torch.Tensor], found_inf: torch.Tensor | None) -> None:
         lr, momentum = group["lr"], group["momentum"]
-        by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        # A skipped step (found_inf nonzero) keeps buffers and weights: where(), not a multiply, so NaNs stay out.
+        keep = None if found_inf is None else found_inf == 0
+        by_shape: dict[tuple, list[torch.Tensor]] = {}  # (device, *shape) -> parameters
         for parameter in parameters:
             by_shape.setdefault((parameter.device, *parameter.shape), []).append(parameter)
         for same_shape in by_shape.values():  # one batched Newton-Schulz per shape: (k, m, n)
@@ -97,8 +99,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
             scale = lr * 0.2 * math.sqrt(max(same_shape[0].shape))
             for parameter, buffer, new_buffer, update in zip(same_shape, buffers, new_buffers, updates):
                 new_parameter = parameter * (1 - lr * group["weight_decay"]) - scale * update
-                if found_inf is not None:  # where(), not a multiply: a skipped step's NaNs must not leak in
-                    keep = found_inf == 0
+                if keep is not None:
                     new_buffer = torch.where(keep, new_buffer, buffer)
                     new_parameter = torch.where(keep, new_parameter, parameter)
                 buffer.copy_(new_buffer)
