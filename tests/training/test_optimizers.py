@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+import random
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +166,41 @@ def test_a_flagged_step_leaves_weights_and_state_as_they_were_without_a_host_rea
     steps(plain, straight, 1, seed=5)
     for a, b in zip(skipping.parameters(), straight.parameters()):
         assert torch.equal(a, b)
+
+
+# Run folders of 4-step recipes whose step-2 checkpoint was written by the optimizer grouping of commit 3df91c2, before the groups
+# had names (tests/training/fixtures/checkpoints-3df91c2: the model folders without their .py copies). Their
+# recipes read `corpus.txt` from the working directory; `write_fixture_corpus` makes the same file.
+BEFORE_NAMED_GROUPS = Path(__file__).parent / "fixtures" / "checkpoints-3df91c2"
+
+
+def write_fixture_corpus(path: Path) -> None:
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(60)] + ["alpha", "beta", "gamma", "delta"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(300)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("run", ["mlm-muon", "dae-adamw"])
+def test_a_checkpoint_written_before_the_groups_had_names_resumes_exactly(tmp_path, monkeypatch, run):
+    """Muon, token-embedding and encoder groups: the old checkpoint's optimizer state lands on the same parameters,
+    so resuming it ends with the weights of a run that never stopped."""
+    from hf_pretrain.recipe import load_recipe
+    from hf_pretrain.training.loop import Pretraining
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_PRETRAIN_CACHE", str(tmp_path / "cache"))
+    write_fixture_corpus(tmp_path / "corpus.txt")
+    shutil.copytree(BEFORE_NAMED_GROUPS / run, tmp_path / run)
+
+    def train(output_dir: str):
+        recipe = load_recipe(str(tmp_path / run / "recipe.yaml"), [f"output.dir={output_dir}"])
+        pretraining = Pretraining(recipe)
+        pretraining.run()
+        return pretraining
+
+    resumed = train(run)
+    assert resumed.state.step == 4 and resumed.resume_from.name == "step-00000002"
+    uninterrupted = train("fresh")
+    for (name, weight), (_, expected) in zip(resumed.model.state_dict().items(), uninterrupted.model.state_dict().items()):
+        assert torch.equal(weight, expected), name
