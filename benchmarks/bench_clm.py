@@ -108,6 +108,7 @@ from bench_continue import TimeBudget  # noqa: E402  (stops a Trainer when its w
 from bench_mlm_step import CLEAN_CPU_SHARE, train_step  # noqa: E402  (the step every model runs in part 1)
 from bench_pretrain import CpuMeter, count_parameters  # noqa: E402
 
+from hf_pretrain.console import setup_console  # noqa: E402
 from hf_pretrain.data.collation import IGNORE_INDEX, CausalLMCollator  # noqa: E402
 from hf_pretrain.data.packing import pack_dataset  # noqa: E402
 from hf_pretrain.data.pipeline import load_text_splits, texts_for_tokenizer  # noqa: E402
@@ -115,7 +116,8 @@ from hf_pretrain.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: 
 from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM  # noqa: E402
 from hf_pretrain.models.layers import attention_flops  # noqa: E402
 from hf_pretrain.recipe import load_recipe  # noqa: E402
-from hf_pretrain.training.loop import Pretraining, build_optimizer  # noqa: E402
+from hf_pretrain.training.loop import Pretraining  # noqa: E402
+from hf_pretrain.training.optimizers import build_optimizer  # noqa: E402
 from hf_pretrain.training.metrics import read_metrics  # noqa: E402
 from hf_pretrain.training.objectives import model_config_from_recipe, vocab_rows  # noqa: E402
 from hf_pretrain.training.schedules import lr_multiplier  # noqa: E402
@@ -173,23 +175,20 @@ def base_overrides(args) -> list[str]:
     return [f"train.seed={args.seed}"] + ([f"data.max_documents={QUICK_DOCUMENTS}"] if args.quick else [])
 
 
-def quiet(message: str) -> None:
-    print(f"  [ours] {message}", flush=True)
-
-
 # ---------------------------------------------------------------------------------------------------- data
 def prepare_tokenizer_and_texts(args, work: Path):
     """The recipe's text splits, and a tokenizer trained as the recipe trains its own (saved under work/)."""
     recipe = load_recipe(RECIPE, base_overrides(args))
     assert (recipe.data.block_size, recipe.train.batch_size) == (BLOCK, BATCH), "clm-tiny changed: update BLOCK/BATCH"
-    train_texts, eval_texts = load_text_splits(recipe, quiet)
+    texts = load_text_splits(recipe)
+    train_texts, eval_texts = texts.train, texts.validation
     section = recipe.tokenizer
     folder = work / "tokenizer"
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
     tokenizer = train_tokenizer(
         texts_for_tokenizer(train_texts, section.max_train_documents), kind=section.kind,
-        vocab_size=section.vocab_size, lowercase=section.lowercase, objective="clm", model_max_length=BLOCK,
+        vocab_size=section.vocab_size, lowercase=section.lowercase, layout="decoder", model_max_length=BLOCK,
     )
     tokenizer.save_pretrained(folder)
     print(f"  tokenizer: {section.kind} {len(tokenizer)} tokens, trained in {time.perf_counter() - started:.0f} s "
@@ -319,7 +318,7 @@ def part_step_time(args, recipe, tokenizer, train_texts, widths: dict) -> dict:
         train = recipe.train
         if name in ("ours", "ours-rows", "ours-adamw"):
             arm = load_recipe(RECIPE, base_overrides(args) + (["train.optimizer=adamw"] if name == "ours-adamw" else []))
-            optimizers[name] = build_optimizer(models[name], arm, fused=True)
+            optimizers[name] = build_optimizer(models[name], arm.train, fused=True)
         else:
             optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=train.lr,
                                                  betas=(train.beta1, train.beta2), eps=train.eps,
@@ -406,7 +405,7 @@ def run_ours(args, work: Path, tokenizer_dir: Path, name: str = "ours") -> dict:
         "output.progress_bar=false", f"tokenizer.path={tokenizer_dir}",
     ] + (["train.optimizer=adamw"] if name == "ours-adamw" else [])
     recipe = load_recipe(RECIPE, overrides)
-    pretraining = Pretraining(recipe, announce=quiet)
+    pretraining = Pretraining(recipe)
     params = count_parameters(pretraining.accelerator.unwrap_model(pretraining.model))
     meter = CpuMeter()
     summary = pretraining.run()
@@ -593,6 +592,7 @@ def print_targets(step_verdicts: dict, train_verdicts: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_console()  # the runs' reports (data, packing, resume) on stderr
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

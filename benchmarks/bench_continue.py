@@ -295,7 +295,7 @@ def finetune_model(args, work: Path, name: str, model_dir: str) -> dict:
         f"train.epochs={args.finetune_epochs}", "train.early_stopping_patience=null",
     ]
     meter = CpuMeter()
-    out = finetune(load_finetune_recipe("finetune-classification", overrides), announce=lambda *a: None)
+    out = finetune(load_finetune_recipe("finetune-classification", overrides))
     run = out["runs"]["pretrained"]
     return {"test_accuracy": run["test"]["accuracy"], "test_f1": run["test"]["f1"], "steps": run["steps"],
             "cpu": meter.stop()}

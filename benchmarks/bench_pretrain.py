@@ -86,6 +86,7 @@ transformers.logging.set_verbosity_error()
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hf_pretrain.console import setup_console  # noqa: E402
 from hf_pretrain.data.masking import MaskingCollator  # noqa: E402
 from hf_pretrain.data.packing import pack_dataset  # noqa: E402
 from hf_pretrain.data.sources import load_text_sources  # noqa: E402
@@ -167,7 +168,7 @@ def run_ours(args, work: Path) -> dict:
         "output.progress_bar=false",
     ]
     recipe = load_recipe("mlm-tiny", overrides)
-    pretraining = Pretraining(recipe, announce=lambda message: print(f"  [ours] {message}"))
+    pretraining = Pretraining(recipe)
     model = pretraining.accelerator.unwrap_model(pretraining.model)
     params = count_parameters(model)
     meter = CpuMeter()
@@ -381,7 +382,7 @@ def finetune_all(args, work: Path, results: dict) -> dict:
               else [f"train.epochs={args.finetune_epochs}"]),
         ]
         meter = CpuMeter()
-        out = finetune(load_finetune_recipe("finetune-classification", overrides), announce=lambda *a: None)
+        out = finetune(load_finetune_recipe("finetune-classification", overrides))
         cpu = meter.stop()
         runs = out["runs"]
         scores[name] = {
@@ -456,6 +457,7 @@ def print_finetune_table(args, results: dict, tunes: dict | None) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_console()  # the runs' reports (data, packing, resume) on stderr
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

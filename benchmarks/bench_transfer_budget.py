@@ -125,7 +125,8 @@ def recipe_fingerprint(start: str) -> str:
     leave it as it was). Scratch and spectral are built from mlm-tiny's model."""
     from dataclasses import asdict
 
-    from hf_pretrain.recipe import SAFE_TO_CHANGE_ON_RESUME, Recipe, flat_items
+    from hf_pretrain.recipe import Recipe
+    from hf_pretrain.recipe.resume import SAFE_TO_CHANGE_ON_RESUME, flat_items
 
     recipe = load_recipe("mlm-tiny" if start in ("scratch", "spectral") else start)
     defaults = flat_items(asdict(Recipe()))
@@ -153,7 +154,7 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
         f"train.max_minutes={budget}"]
     overrides = [f"output.dir={run_dir}", "output.log_with=[]", "output.progress_bar=false", *budget_overrides]
     print(f"pretraining {start}" + (f" for {budget:g} min" if budget else "") + f" -> {run_dir}", flush=True)
-    pretraining = Pretraining(load_recipe(recipe_name, overrides), restart=True, announce=lambda *a: None)
+    pretraining = Pretraining(load_recipe(recipe_name, overrides), restart=True)
     wall, cpu = time.perf_counter(), time.process_time()
     summary = pretraining.run()
     wall = time.perf_counter() - wall
@@ -191,7 +192,7 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, pretrai
         *(["train.epochs=1"] if quick else []),
     ]
     started = time.perf_counter()
-    out = run_finetune(load_finetune_recipe("finetune-classification", overrides), announce=lambda *a: None)
+    out = run_finetune(load_finetune_recipe("finetune-classification", overrides))
     runs = out["runs"]
     cache.put(key, {"accuracy": runs["pretrained"]["test"]["accuracy"], "f1": runs["pretrained"]["test"]["f1"],
                     "recipe": fingerprint})

@@ -89,7 +89,7 @@ def pretrain(args, work: Path, seed: int, pool: np.ndarray, test: np.ndarray):
         f"features.validation_files=[{run_dir / 'test.npy'}]", f"train.seed={seed}",
         f"output.dir={run_dir / 'run'}", "output.log_with=[]", "output.progress_bar=false", *args.overrides,
     ]
-    pretraining = Pretraining(load_recipe("dae-features", overrides), announce=lambda message: None)
+    pretraining = Pretraining(load_recipe("dae-features", overrides))
     initial = copy.deepcopy(pretraining.accelerator.unwrap_model(pretraining.model)).eval()
     return pretraining.run(), initial
 

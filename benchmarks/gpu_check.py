@@ -197,7 +197,7 @@ def speed_models(sizes: dict) -> dict:
 
 def run_speed(args, device: torch.device) -> dict:
     from hf_pretrain.training.metrics import peak_tflops
-    from hf_pretrain.training.objectives import transformers_flops
+    from hf_pretrain.training.objectives.continued import transformers_flops
 
     sizes = speed_sizes(args)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -623,18 +623,17 @@ def loop_with_poisoned_step(run_dir: Path, precision: str, cpu_grad_scaler: bool
             loss = super().forward_loss(batch, items_in_step)
             return loss * float("inf") if step == POISONED_STEP else loss
 
-    def objective_with_cpu_scaler(recipe, accelerator, run_dir, announce):
+    def objective_with_cpu_scaler(recipe, accelerator, run_dir):
         # Where Accelerate keeps its own GradScaler on a GPU: backward scales, clip_grad_norm_ unscales, the
         # prepared optimizer steps through it. Called before accelerator.prepare, so the optimizer picks it up.
         accelerator.native_amp = True
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
-        return build_objective(recipe, accelerator, run_dir, announce)
+        return build_objective(recipe, accelerator, run_dir)
 
     result = {"precision": precision, "cpu_grad_scaler": cpu_grad_scaler}
     try:
         run = PoisonedStep(fp16_recipe(run_dir, precision),
-                           objective_factory=objective_with_cpu_scaler if cpu_grad_scaler else None,
-                           announce=lambda *a, **k: None)
+                           objective_factory=objective_with_cpu_scaler if cpu_grad_scaler else None)
         result["scaler"] = type(run.accelerator.scaler).__name__ if run.accelerator.scaler is not None else None
         summary = run.run()
         result["finished"] = True

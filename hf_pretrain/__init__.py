@@ -23,7 +23,7 @@ from .models import (
     PretrainEncoderModel,
 )
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def pretrain(recipe, overrides=(), restart=False) -> dict:
@@ -33,9 +33,11 @@ def pretrain(recipe, overrides=(), restart=False) -> dict:
     recipe: a YAML path, a shipped recipe name (`mlm-tiny`) or a `hf_pretrain.recipe.Recipe`; overrides: dotted
     `key=value` strings (for a name or path). A rerun on the same output.dir resumes; restart=True moves the
     earlier run aside and starts over. A bad recipe raises RecipeError before any work."""
+    from .console import setup_console
     from .recipe import Recipe, load_recipe
     from .training.loop import Pretraining  # torch and accelerate: loaded on first use, not on import
 
+    setup_console(force=False)  # reports on stderr, unless the program set up logging itself
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from .recipe import RecipeError
+from .version import __version__
 
 COMPLETE = "COMPLETE"
 SET_ASIDE = ".replaced-"  # an older copy (of a checkpoint step or of final/) while its replacement is renamed in
@@ -157,8 +158,6 @@ def read_output_marker(folder: Path) -> dict:
 
 
 def write_output_marker(folder: Path, command: str, entries) -> None:
-    from . import __version__
-
     marker = {"command": command, "entries": sorted(set(entries) - {OUTPUT_MARKER}), "hf_pretrain": __version__}
     (folder / OUTPUT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 

@@ -70,3 +70,91 @@ def test_a_training_stopped_by_a_signal_exits_128_plus_the_signal(capsys):
 
     assert run_command(argparse.Namespace(handler=stopped)) == 128 + signal.SIGTERM
     assert "Run the same command again to resume" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- discoverable recipes
+def test_recipes_lists_every_shipped_recipe_with_what_it_trains(capsys):
+    from hf_pretrain.recipe import shipped_recipe_names
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == shipped_recipe_names()
+    assert all(len(line.split()) > 3 for line in lines)  # a description after each name
+
+
+def test_recipes_show_prints_the_resolved_recipe_with_each_keys_doc_and_it_reads_back(capsys):
+    import yaml
+
+    from hf_pretrain.recipe import load_recipe, recipe_from_dict
+
+    assert main(["recipes", "show", "mlm-tiny", "masking.mlm_probability=0.4", "train.max_minutes=7"]) == 0
+    out = capsys.readouterr().out
+    assert "mlm_probability: 0.4  # share of tokens selected for prediction" in out
+    assert "max_minutes: 7.0  # budget in wall-clock minutes" in out
+    assert "\nnoise:" not in out and "\nfeatures:" not in out  # sections objective mlm does not read
+    shown = recipe_from_dict(yaml.safe_load(out))
+    assert shown == load_recipe("mlm-tiny", ["masking.mlm_probability=0.4", "train.max_minutes=7"])
+    assert main(["recipes", "show", "finetune-ner"]) == 0
+    assert "task: token-classification  # classification" in capsys.readouterr().out
+    assert main(["recipes", "show", "mlm-tiny", "masking.mlm_probabilty=0.4"]) == 2
+    assert "did you mean 'masking.mlm_probability'" in one_error_line(capsys)
+
+
+def test_pretrain_dry_run_validates_and_prints_without_touching_the_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "clm-tiny", f"output.dir={run}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# objective clm: causal language model") and f"dir: {run}" in out
+    assert not run.exists()
+    assert main(["pretrain", "clm-tiny", f"output.dir={run}", "model.config.hiden_size=64", "--dry-run"]) == 2
+    assert "unknown key 'model.config.hiden_size'; did you mean 'model.config.hidden_size'?" in one_error_line(capsys)
+    assert not run.exists()
+
+
+def test_every_recipe_key_has_a_doc_and_pretrain_help_lists_them(capsys):
+    from hf_pretrain.finetune.recipe import FinetuneRecipe
+    from hf_pretrain.recipe import Recipe, documented_keys
+
+    for recipe_class in (Recipe, FinetuneRecipe):
+        undocumented = [key for key, _, doc in documented_keys(recipe_class) if not doc.strip()]
+        assert not undocumented, undocumented
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    help_text = capsys.readouterr().out
+    for key, _, _ in documented_keys(Recipe):
+        assert f"  {key} = " in help_text, key
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+@pytest.mark.parametrize("recipe, overrides, special", [
+    ("rtd-tiny", [], "[MASK]"),  # its layout comes from the registry (the tokenizer code keeps no list of its own)
+    ("mlm-tiny", ["data.streaming=true"], "[MASK]"),
+    ("clm-tiny", ["data.streaming=true"], "[BOS]"),
+])
+def test_tokenizer_trains_for_every_text_objective_and_on_a_streamed_corpus(tmp_path, capsys, recipe, overrides,
+                                                                            special):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "tokenizer"
+    assert main(["tokenizer", recipe, *overrides, "data.max_documents=300", "tokenizer.vocab_size=320",
+                 "--out", str(out)]) == 0
+    assert f"tokenizer with 320 tokens -> {out}" in capsys.readouterr().out
+    assert special in AutoTokenizer.from_pretrained(out).all_special_tokens
+    assert main(["tokenizer", "dae-features"]) == 2
+    assert "objective='dae-features' reads float vectors, not text" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------------------------- what is shown
+def test_reports_go_to_stderr_at_the_default_level_quiet_keeps_warnings_only(tmp_path, capsys):
+    arguments = ["tokenizer", "mlm-tiny", "data.max_documents=200", "tokenizer.vocab_size=320"]
+    assert main([*arguments, "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "text: train: 200 documents in" in captured.err  # the cleaning report
+    assert "trained a bpe tokenizer of 320 tokens on 19" in captured.err  # mlm-tiny: byte-level BPE
+    assert "text:" not in captured.out  # stdout holds the result only
+    assert main([*arguments, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "tokenizer with 320 tokens" in captured.out
+    with pytest.raises(SystemExit):
+        main([*arguments, "--quiet", "--verbose"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -62,10 +62,10 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
         ({"train": {"max_steps": None, "max_minutes": None, "max_tokens": None}}, "set a budget"),
         ({"masking": {"mask_replace_prob": 0.9, "random_replace_prob": 0.2}}, "is more than 1"),
         ({"train": "fast"}, "train must be a mapping"),
-        ({"train": {"encoder_lr_scale": 0.1}}, "train.encoder_lr_scale=0.1 is for the denoising autoencoders"),
+        ({"train": {"encoder_lr_scale": 0.1}}, "train.encoder_lr_scale=0.1 is for the objectives with an encoder and a decoder (dae or dae-features)"),
         ({"train": {"encoder_lr_scale": 0}}, "train.encoder_lr_scale=0.0 is not allowed; it must be > 0.0"),
         ({"objective": "dae-features", "train": {"embedding_lr_scale": 0.5}},
-         "train.embedding_lr_scale=0.5 scales the token embedding's lr: objective 'dae-features'"),
+         "train.embedding_lr_scale=0.5 is about token embeddings: objective 'dae-features' reads float vectors"),
         ({"train": {"embedding_lr_scale": 0}}, "train.embedding_lr_scale=0.0 is not allowed; it must be > 0.0"),
         # nan passes every range check and inf never ends a budget: both are refused for every float key.
         ({"train": {"max_minutes": "nan"}}, "train.max_minutes=nan is not allowed; it must be a finite number"),

@@ -1,6 +1,8 @@
 """The data pipeline: text sources -> tokenizer -> packed blocks (or whole documents) -> masked-LM noise.
 
     sources.load_text_sources(...)        files / Hub dataset / built-in corpus, cleaned, with a validation split
+    readers.read_rows(...)                tolerant JSON Lines / CSV readers (malformed rows marked, not fatal)
+    cleaning.clean_dataset(...)           dirty input made harmless and counted (CleaningReport)
     builtin.load_builtin_corpus()         standard-library docstrings (offline, deterministic)
     builtin.load_builtin_task()           labeled task derived from it (train/test; test held out of the corpus)
     tokenizer.train_tokenizer(...)        WordPiece / byte-level BPE / Unigram, saved folders load with AutoTokenizer
@@ -23,7 +25,8 @@ from .collation import IGNORE_INDEX, pad_features
 from .documents import DocumentsReport, LengthBucketBatchSampler, PreparedDocuments, prepare_documents
 from .masking import MaskingCollator
 from .packing import PackedDataset, PackingReport, pack_dataset
-from .sources import CleaningReport, TextSources, load_text_sources, resolve_files
+from .cleaning import CleaningReport
+from .sources import TextSources, load_text_sources, resolve_files
 from .streaming import PackedStream, pack_stream
 from .tokenizer import (
     DAE_SPECIAL_TOKENS,

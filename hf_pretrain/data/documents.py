@@ -70,7 +70,7 @@ def prepare_documents(dataset: datasets.Dataset, tokenizer, max_length: int, tex
     tokenized = tokenized.remove_columns("truncated")
     tokenized = tokenized.add_column("length", lengths.astype(np.int64).tolist())
     tokenized = tokenized.add_column("example_index", list(range(len(tokenized))))
-    logger.info(report.summary())
+    logger.debug(report.summary())
     return PreparedDocuments(tokenized.with_format("numpy"), report)
 
 

@@ -22,6 +22,8 @@ import json
 import datasets
 from tokenizers import Tokenizer
 
+from ..console import library_progress
+
 TOKENIZE_BATCH_SIZE = 1000
 
 
@@ -154,17 +156,18 @@ def tokenize_dataset(dataset: datasets.Dataset, encoder: DocumentEncoder, num_pr
         )
     if not isinstance(num_proc, int) or num_proc < 1:
         raise ValueError(f"num_proc={num_proc!r}; allowed: an integer >= 1.")
-    return dataset.map(
-        encoder,
-        batched=True,
-        batch_size=TOKENIZE_BATCH_SIZE,
-        num_proc=num_proc if num_proc > 1 and len(dataset) >= num_proc else None,
-        remove_columns=dataset.column_names,
-        features=encoded_features(encoder.with_word_starts, encoder.max_length is not None),
-        # Our own fingerprint: datasets' hasher cannot hash a tokenizer stably, and this one names what matters.
-        new_fingerprint=hashlib.sha256(f"{dataset._fingerprint}-{encoder.fingerprint()}".encode()).hexdigest()[:16],
-        desc="Tokenizing",
-    )
+    with library_progress(len(dataset)):  # a large corpus takes minutes to tokenize: show it
+        return dataset.map(
+            encoder,
+            batched=True,
+            batch_size=TOKENIZE_BATCH_SIZE,
+            num_proc=num_proc if num_proc > 1 and len(dataset) >= num_proc else None,
+            remove_columns=dataset.column_names,
+            features=encoded_features(encoder.with_word_starts, encoder.max_length is not None),
+            # Our own fingerprint: datasets' hasher cannot hash a tokenizer stably, and this one names what matters.
+            new_fingerprint=hashlib.sha256(f"{dataset._fingerprint}-{encoder.fingerprint()}".encode()).hexdigest()[:16],
+            desc="Tokenizing",
+        )
 
 
 def minimum_document_tokens(encoder: DocumentEncoder) -> int:

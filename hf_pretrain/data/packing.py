@@ -261,7 +261,7 @@ def pack_dataset(
     if use_cache and (folder / "COMPLETE").exists():
         report = PackingReport(**json.loads((folder / "report.json").read_text()))
         report.from_cache = True
-        logger.info(report.summary())
+        logger.debug(report.summary())
         return PackedDataset(load_packed_file(folder / "blocks.arrow"), report)
     tokenized = tokenize_dataset(dataset, encoder, num_proc)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +273,7 @@ def pack_dataset(
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
-    logger.info(report.summary())
+    logger.debug(report.summary())
     warn_if_no_blocks(report)
     return PackedDataset(load_packed_file(folder / "blocks.arrow"), report)
 

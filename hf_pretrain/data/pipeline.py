@@ -1,25 +1,42 @@
 """The text pipeline every text objective starts with: sources -> tokenizer -> packed blocks or documents.
 
 `load_text_splits` reads the recipe's data section (files, Hub, built-in) into train/validation texts;
-`prepare_tokenizer` loads, reuses or trains the tokenizer (optionally adding domain words); `prepare_splits` runs
-a preparation function (block packing or document encoding) on both splits with rank 0 first, so the other ranks
-load its cache; `StreamedBlocks`/`first_blocks` do the same for a corpus streamed from disk or the Hub.
+`prepare_tokenizer` loads, reuses or trains the tokenizer (`train_recipe_tokenizer`, which `hf-pretrain tokenizer`
+runs too; optionally adding domain words); `prepare_splits` runs a preparation function (block packing or
+document encoding) on both splits with rank 0 first, so the other ranks load its cache; `StreamedBlocks` /
+`first_blocks` do the same for a corpus streamed from disk or the Hub.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import torch
 
+from ..console import shows_progress
 from ..recipe import Recipe, RecipeError
 
+logger = logging.getLogger(__name__)
 
-def load_text_splits(recipe: Recipe, announce):
-    """(train, validation) `datasets.Dataset`s with a `text` column, from the recipe's data section."""
+
+@dataclass
+class TextSplits:
+    """The recipe's text: train and validation datasets (a `text` column; IterableDatasets when streamed) and the
+    training split's cleaning report (for a stream it fills in as the stream is read)."""
+
+    train: datasets.Dataset | datasets.IterableDataset
+    validation: datasets.Dataset | datasets.IterableDataset
+    train_report: object
+
+
+def load_text_splits(recipe: Recipe) -> TextSplits:
+    """The recipe's text, from its data section (files, Hub, built-in), cleaned, with a validation split."""
     from .sources import load_text_sources
 
     data = recipe.data
@@ -39,13 +56,15 @@ def load_text_splits(recipe: Recipe, announce):
         num_proc=data.num_proc,
         streaming=data.streaming,
     )
-    if not data.streaming:  # a stream's cleaning report fills in only as it is read
-        announce(f"text: {sources.summary()}")
+    if data.streaming:  # a stream's cleaning report fills in as it is read: each pass over it reports it
+        logger.info("text: streamed; cleaning and packing are reported after each pass over the stream")
+    else:
+        logger.info(f"text: {sources.summary()}")
     if sources.validation is None:
         raise RecipeError(
             "no validation text: set data.validation_fraction > 0 or data.validation_files (eval needs it)."
         )
-    return sources.train, sources.validation
+    return TextSplits(sources.train, sources.validation, sources.reports["train"])
 
 
 # A streamed corpus may be endless: the tokenizer learns from its first documents.
@@ -63,7 +82,8 @@ def texts_for_tokenizer(train_texts, limit: int | None) -> list[str]:
 class StreamedBlocks(torch.utils.data.IterableDataset):
     """Packed blocks of a text stream, for corpora larger than memory (the DataLoader iterates it; Accelerate's
     dispatcher reads it on the main process and hands each rank its slice of every global batch, so ranks never
-    see the same block). Each pass over the stream is one epoch; the masks still change per epoch.
+    see the same block). Each pass over the stream is one epoch; the masks still change per epoch. A pass ends
+    with its cleaning and packing reports (per DataLoader worker: each counts the documents it read).
 
     DataLoader workers: a `datasets.IterableDataset` read inside worker w of k yields only that worker's shards
     (files) of the corpus, so each worker packs its own documents and block n of worker w gets the noise key
@@ -71,12 +91,13 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
     resume, for a fixed train.num_workers). Any other iterable of texts is read whole by every worker, which keeps
     every k-th block under its own global key."""
 
-    def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool):
+    def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool, cleaning_report=None):
         from .streaming import pack_stream
 
         super().__init__()
         self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
         self.blocks = pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts)
+        self.cleaning_report = cleaning_report
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
@@ -89,61 +110,82 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
             for block in self.blocks:
                 if int(block["example_index"]) % worker.num_workers == worker.id:
                     yield block
+        reader = f" (DataLoader worker {worker.id + 1} of {worker.num_workers})" if worker is not None else ""
+        cleaning = f"cleaning: {self.cleaning_report.summary()}; " if self.cleaning_report is not None else ""
+        logger.info(f"a pass over the stream ended{reader}: {cleaning}packing: {self.blocks.report.summary()}")
 
 
 def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:
     """The first `count` packed blocks of a stream, in memory (a fixed validation set)."""
     from .streaming import pack_stream
 
-    return list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
+    blocks = list(itertools.islice(pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts), count))
+    logger.info(f"validation: the first {len(blocks):,} packed blocks of the validation stream")
+    return blocks
 
 
-def prepare_splits(prepare, train_texts, eval_texts, tokenizer, accelerator, announce, **settings):
-    """Run a data-preparation function (packing or short documents) on both splits and report each; rank 0
-    goes first and caches, the other ranks then load the cache. Returns (train, validation) datasets."""
+def prepare_splits(prepare, splits: TextSplits, tokenizer, accelerator, **settings):
+    """Run a data-preparation function (packing or short documents) on both splits and report them in one line;
+    rank 0 goes first and caches, the other ranks then load the cache. Returns (train, validation) datasets."""
     with accelerator.main_process_first():
         prepared = {
             split: prepare(texts, tokenizer, **settings)
-            for split, texts in (("train", train_texts), ("validation", eval_texts))
+            for split, texts in (("train", splits.train), ("validation", splits.validation))
         }
-    for split, result in prepared.items():
-        announce(f"{split}: {result.report.summary()}")
+    logger.info("; ".join(f"{split}: {result.report.summary()}" for split, result in prepared.items()))
     return prepared["train"].dataset, prepared["validation"].dataset
 
 
-def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, objective: str, announce):
-    """Load the recipe's tokenizer, reuse the run's own (on resume), or train one on the training text."""
-    from .tokenizer import load_tokenizer, train_tokenizer
+def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, layout: str):
+    """Load the recipe's tokenizer, reuse the run's own (on resume), or train one on the training text (of the
+    objective's special-token `layout`, hf_pretrain/data/tokenizer.py)."""
+    from .tokenizer import load_tokenizer
 
     section = recipe.tokenizer
     saved = run_dir / "tokenizer"
     if section.path and section.add_tokens:
         with accelerator.main_process_first():
             if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
-                add_domain_words(load_tokenizer(section.path), train_texts, section, saved, announce)
+                add_domain_words(load_tokenizer(section.path), train_texts, section, saved)
         return load_tokenizer(saved)
     if section.path:
         return load_tokenizer(section.path)
     with accelerator.main_process_first():
         if accelerator.is_main_process and not (saved / "tokenizer.json").exists():
-            texts = texts_for_tokenizer(train_texts, section.max_train_documents)
-            announce(f"training a {section.kind} tokenizer ({section.vocab_size} tokens) on {len(texts)} documents")
-            tokenizer = train_tokenizer(
-                texts,
-                kind=section.kind,
-                vocab_size=section.vocab_size,
-                lowercase=section.lowercase,
-                objective=objective,
-                model_max_length=recipe.data.block_size,
-            )
-            tokenizer.save_pretrained(saved)
+            train_recipe_tokenizer(recipe, train_texts, layout).save_pretrained(saved)
     return load_tokenizer(saved)
+
+
+def train_recipe_tokenizer(recipe: Recipe, train_texts, layout: str):
+    """The tokenizer the recipe's tokenizer section asks for, trained on (the first documents of) the training
+    text: what a run trains before its first step and what `hf-pretrain tokenizer` writes."""
+    from tqdm.auto import tqdm
+
+    from .tokenizer import train_tokenizer
+
+    section = recipe.tokenizer
+    texts = texts_for_tokenizer(train_texts, section.max_train_documents)
+    started = time.perf_counter()
+    with tqdm(total=len(texts), desc="tokenizer: reading", unit=" documents", leave=False,
+              disable=not shows_progress()) as bar:
+        tokenizer = train_tokenizer(
+            texts,
+            kind=section.kind,
+            vocab_size=section.vocab_size,
+            lowercase=section.lowercase,
+            layout=layout,
+            model_max_length=recipe.data.block_size,
+            progress=bar.update,
+        )
+    logger.info(f"trained a {section.kind} tokenizer of {len(tokenizer):,} tokens on {len(texts):,} documents "
+                f"({time.perf_counter() - started:.1f} s)")
+    return tokenizer
 
 
 DOMAIN_WORDS_FILE = "domain_words.json"  # in the run's tokenizer folder: the added words and their old pieces
 
 
-def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> None:
+def add_domain_words(tokenizer, train_texts, section, saved: Path) -> None:
     """tokenizer.add_tokens: add the corpus's most frequent multi-piece words to a copy of the tokenizer, saved in
     the run folder (a resume reuses it), with the pieces each word replaces (init_domain_rows reads them)."""
     from tokenizers import AddedToken
@@ -160,5 +202,5 @@ def add_domain_words(tokenizer, train_texts, section, saved: Path, announce) -> 
                 "count": w.count} for w in words]
     (saved / DOMAIN_WORDS_FILE).write_text(json.dumps(records, indent=1))
     shown = ", ".join(f"{w.text} ({len(w.pieces)} pieces, {w.count}x)" for w in words[:10])
-    announce(f"tokenizer.add_tokens: added {len(words)} domain words to the vocabulary: {shown}"
-             + (" ..." if len(words) > 10 else ""))
+    logger.info(f"tokenizer.add_tokens: added {len(words)} domain words to the vocabulary: {shown}"
+                + (" ..." if len(words) > 10 else ""))

@@ -12,7 +12,6 @@ Public API
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -20,9 +19,6 @@ import numpy as np
 from .encoding import TOKENIZE_BATCH_SIZE, DocumentEncoder, minimum_document_tokens
 from .packing import BlockPacker, PackingReport
 from .tokenizer import batches_of_text
-
-logger = logging.getLogger(__name__)
-
 
 def iter_text_batches(texts: Iterable, text_column: str, batch_size: int) -> Iterator[list[str]]:
     """Lists of `batch_size` strings from an iterable of strings or of dicts holding one under `text_column`."""
@@ -66,7 +62,6 @@ class PackedStream:
                 index += 1
                 yield item
         packer.finish()
-        logger.info(self.report.summary())
 
 
 def pack_stream(texts: Iterable, tokenizer, block_size: int, text_column: str = "text",

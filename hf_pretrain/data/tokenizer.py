@@ -9,17 +9,19 @@ from that class's defaults).
 Public API
 ----------
 `train_tokenizer(texts, kind="wordpiece", vocab_size=8192, lowercase=False, special_tokens=None,
-                 objective="mlm", model_max_length=512, vocab_multiple=64, min_frequency=2)
+                 layout="encoder", model_max_length=512, vocab_multiple=64, min_frequency=2, progress=None)
                  -> PreTrainedTokenizerFast`
     `texts`: an iterable of strings, or a `datasets.Dataset` with a "text" column.
     `kind`: "wordpiece" | "bpe" (byte-level) | "unigram".
-    `special_tokens`: {role: string} with roles from SPECIAL_TOKEN_ROLES; None means the objective's default
-    (MLM_SPECIAL_TOKENS, or DAE_SPECIAL_TOKENS which adds bos/eos for the decoder).
+    `layout`: what the model reads, from TOKENIZER_LAYOUTS: "encoder" ([CLS] text [SEP], with [MASK]),
+    "encoder-decoder" (adds [BOS]/[EOS] for the decoder) or "decoder" ([BOS] text; the packer adds [EOS]).
+    `special_tokens`: {role: string} with roles from SPECIAL_TOKEN_ROLES; None means the layout's default.
     `vocab_multiple`: the vocabulary is rounded up to a multiple of this (None or 1: no rounding).
+    `progress`: called with the number of documents of each batch read (a progress bar's update).
 `load_tokenizer(path_or_id, required_special_tokens=()) -> PreTrainedTokenizerFast`
     A folder or Hub id; fails with a clear error when it cannot be found (offline), is not a fast
     tokenizer, or lacks a special token the objective needs.
-`special_tokens_for(objective) -> dict[str, str]`
+`special_tokens_for(layout) -> dict[str, str]`
 `round_up(value, multiple) -> int`
 `find_domain_words(tokenizer, texts, count, min_frequency=3) -> list[DomainWord]`
     The most frequent words of the texts that the tokenizer splits into several pieces (for
@@ -40,8 +42,9 @@ from dataclasses import dataclass
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..offline import hub_offline
+
 TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
-OBJECTIVES = ("mlm", "dae", "clm")
 # Roles are the keyword names PreTrainedTokenizerFast takes, so they pass straight through.
 SPECIAL_TOKEN_ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
 MLM_SPECIAL_TOKENS = {
@@ -55,14 +58,16 @@ MLM_SPECIAL_TOKENS = {
 DAE_SPECIAL_TOKENS = {**MLM_SPECIAL_TOKENS, "bos_token": "[BOS]", "eos_token": "[EOS]"}
 # A causal LM reads [BOS] text and predicts up to [EOS]; it has no [CLS]/[SEP]/[MASK].
 CLM_SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
+# What a model of each layout reads (an objective names its layout in hf_pretrain/objectives.py).
+TOKENIZER_LAYOUTS = {"encoder": MLM_SPECIAL_TOKENS, "encoder-decoder": DAE_SPECIAL_TOKENS, "decoder": CLM_SPECIAL_TOKENS}
 FILLER_TOKEN_FORMAT = "[unused{}]"
 TRAINING_BATCH_SIZE = 1000
 
 
-def special_tokens_for(objective: str) -> dict[str, str]:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} is not supported; allowed: {', '.join(OBJECTIVES)}.")
-    return dict({"mlm": MLM_SPECIAL_TOKENS, "dae": DAE_SPECIAL_TOKENS, "clm": CLM_SPECIAL_TOKENS}[objective])
+def special_tokens_for(layout: str) -> dict[str, str]:
+    if layout not in TOKENIZER_LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not a tokenizer layout; allowed: {', '.join(TOKENIZER_LAYOUTS)}.")
+    return dict(TOKENIZER_LAYOUTS[layout])
 
 
 def round_up(value: int, multiple: int | None) -> int:
@@ -146,10 +151,10 @@ def build_untrained_pipeline(kind: str, vocab_size: int, lowercase: bool, specia
 
 
 def boundary_post_processor(tokenizer: Tokenizer, special_tokens: Mapping[str, str],
-                            objective: str = "mlm") -> processors.TemplateProcessing:
+                            layout: str = "encoder") -> processors.TemplateProcessing:
     """[CLS] $A [SEP] (pairs: [CLS] $A [SEP] $B [SEP]), or the same with bos/eos when cls/sep are absent. For a
     causal LM only [BOS] $A: a prompt must not end with [EOS] (the packer ends each training document with it)."""
-    if objective == "clm":
+    if layout == "decoder":
         start = special_tokens["bos_token"]
         return processors.TemplateProcessing(
             single=f"{start} $A", pair=f"{start} $A $B:1", special_tokens=[(start, tokenizer.token_to_id(start))]
@@ -234,10 +239,11 @@ def train_tokenizer(
     vocab_size: int = 8192,
     lowercase: bool = False,
     special_tokens: Mapping[str, str] | None = None,
-    objective: str = "mlm",
+    layout: str = "encoder",
     model_max_length: int = 512,
     vocab_multiple: int | None = 64,
     min_frequency: int = 2,
+    progress=None,
 ) -> PreTrainedTokenizerFast:
     """Train a WordPiece, byte-level BPE or Unigram tokenizer and wrap it for transformers (see module doc)."""
     if kind not in TOKENIZER_KINDS:
@@ -248,7 +254,7 @@ def train_tokenizer(
         raise ValueError(f"model_max_length={model_max_length!r}; allowed: an integer >= 2.")
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency!r}; allowed: an integer >= 1.")
-    special_tokens = validate_special_tokens(special_tokens or special_tokens_for(objective), kind)
+    special_tokens = validate_special_tokens(special_tokens or special_tokens_for(layout), kind)
     # Embedding and output-projection matrices have vocab_size rows; a multiple of 64 gives GEMM shapes that
     # tile evenly on tensor cores (and SIMD lanes on CPUs) instead of leaving a ragged, slower last tile.
     target_size = round_up(vocab_size, vocab_multiple)
@@ -262,13 +268,15 @@ def train_tokenizer(
         nonlocal documents
         for batch in batches_of_text(texts):
             documents += len(batch)
+            if progress is not None:
+                progress(len(batch))
             yield batch
 
     backend.train_from_iterator(counted_batches(), trainer=trainer)
     if documents == 0:
         raise ValueError("texts is empty; a tokenizer needs at least one document to learn from.")
     backend = canonical_vocabulary_order(backend, ordered_specials)
-    backend.post_processor = boundary_post_processor(backend, special_tokens, objective)
+    backend.post_processor = boundary_post_processor(backend, special_tokens, layout)
     # A small corpus can stop the trainer short of the target; fillers keep the size a multiple anyway.
     add_filler_tokens(backend, round_up(backend.get_vocab_size(with_added_tokens=True), vocab_multiple))
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length, **special_tokens)
@@ -279,8 +287,7 @@ def load_tokenizer(path_or_id: str | os.PathLike, required_special_tokens: Itera
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     except (OSError, ValueError) as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        hint = " (HF_HUB_OFFLINE is set, so Hub ids cannot be fetched)" if offline else ""
+        hint = " (HF_HUB_OFFLINE is set, so Hub ids cannot be fetched)" if hub_offline() else ""
         raise ValueError(
             f"tokenizer path_or_id={str(path_or_id)!r} could not be loaded{hint}: it must be a folder holding "
             f"tokenizer.json / tokenizer_config.json, or a reachable Hub id. Cause: {error}"

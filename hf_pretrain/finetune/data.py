@@ -4,6 +4,7 @@ a model target), and tokenization with labels aligned to the tokens.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +13,10 @@ from ..data.collation import IGNORE_INDEX
 from ..recipe import RecipeError
 from .recipe import FinetuneDataSection, FinetuneRecipe
 
+logger = logging.getLogger(__name__)
 
-def load_task_data(recipe: FinetuneRecipe, announce=print):
+
+def load_task_data(recipe: FinetuneRecipe):
     """DatasetDict with `train`, `validation` and (when the data has one) `test`, raw columns as loaded."""
     import datasets
 
@@ -30,8 +33,8 @@ def load_task_data(recipe: FinetuneRecipe, announce=print):
     if "validation" not in splits:
         held_out = splits["train"].train_test_split(test_size=data.validation_fraction, seed=recipe.train.seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
-        announce(f"no validation split given: {len(splits['validation'])} training examples "
-                 f"(data.validation_fraction={data.validation_fraction}) are held out for it")
+        logger.info(f"no validation split given: {len(splits['validation'])} training examples "
+                    f"(data.validation_fraction={data.validation_fraction}) are held out for it")
     splits["train"] = take(splits["train"].shuffle(seed=recipe.train.seed), data.max_train_examples)
     for name in ("validation", "test"):
         if name in splits:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..folders import model_location, remote_code_allowed
@@ -13,8 +15,10 @@ from ..recipe import RecipeError
 from .data import LabelScheme
 from .recipe import LORA_TARGET_MODULES, FinetuneRecipe, LoraSection
 
+logger = logging.getLogger(__name__)
 
-def resolve_model_source(model: str, work_dir: Path, announce=print) -> str:
+
+def resolve_model_source(model: str, work_dir: Path) -> str:
     """A loadable model path or Hub id: a run folder becomes its final/, a denoising autoencoder its encoder
     (exported to work_dir/encoder)."""
     path = Path(model_location(model))
@@ -30,7 +34,7 @@ def resolve_model_source(model: str, work_dir: Path, announce=print) -> str:
         from ..hub.export import export_dae_encoder
 
         encoder = export_dae_encoder(path, work_dir / "encoder")
-        announce(f"{path} is a denoising autoencoder: fine-tuning its encoder, exported to {encoder}")
+        logger.info(f"{path} is a denoising autoencoder: fine-tuning its encoder, exported to {encoder}")
         return str(encoder)
     return str(path)
 
@@ -61,10 +65,31 @@ def build_model(model_path: str, task: str, scheme: LabelScheme, from_scratch: b
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust, **labels)
         model = auto.from_config(config, trust_remote_code=trust)
     else:
-        model = auto.from_pretrained(model_path, trust_remote_code=trust, **labels)
+        with expected_new_head():
+            model = auto.from_pretrained(model_path, trust_remote_code=trust, **labels)
     if model.config.pad_token_id is None and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # batched classification needs it to find the last real token
     return model
+
+
+@contextmanager
+def expected_new_head():
+    """transformers reports a checkpoint loaded under another head (the pretraining head's weights unused, the new
+    head's initialized) as a warning table; here that is what fine-tuning means, so the table is shown only with
+    --verbose. Size mismatches still raise."""
+    import transformers
+
+    from ..console import is_verbose
+
+    if is_verbose():
+        yield
+        return
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
 
 
 def shrink_and_perturb(model, fresh, shrink: float, perturb: float) -> int:
@@ -133,8 +158,7 @@ def model_input_names(model) -> set[str]:
     return set(inspect.signature(base.forward).parameters) | {"labels"}
 
 
-def prepare_model(recipe: FinetuneRecipe, model_path: str, pad_token_id, scheme: LabelScheme, from_scratch: bool,
-                  announce=print):
+def prepare_model(recipe: FinetuneRecipe, model_path: str, pad_token_id, scheme: LabelScheme, from_scratch: bool):
     """The model as it starts training: pretrained (or fresh) weights with a new head, then the recipe's warm start,
     frozen encoder or LoRA adapters."""
     model = build_model(model_path, recipe.task, scheme, from_scratch, pad_token_id, recipe.model_config,
@@ -148,8 +172,8 @@ def prepare_model(recipe: FinetuneRecipe, model_path: str, pad_token_id, scheme:
                             recipe.trust_remote_code)
         changed = shrink_and_perturb(model, fresh, warm.shrink, warm.perturb)
         start = "fresh" if from_scratch else "pretrained"
-        announce(f"warm start: {changed} weight matrices of the {start} encoder -> "
-                 f"{warm.shrink} * W + {warm.perturb} * W_init")
+        logger.debug(f"warm start: {changed} weight matrices of the {start} encoder -> "
+                     f"{warm.shrink} * W + {warm.perturb} * W_init")
         del fresh
     if recipe.freeze_encoder:
         freeze_encoder(model)

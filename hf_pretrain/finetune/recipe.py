@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..recipe import (
+from ..recipe.data import check_data_source
+from ..recipe.fields import (
     RecipeError,
     SerializableRecipe,
     build_section,
-    check_data_source,
-    check_warmup,
     choice,
+    listing,
+    mapping,
     ranged,
-    read_recipe_data,
+    section,
+    setting,
 )
+from ..recipe.loading import read_recipe_data
+from ..recipe.train import check_warmup
 
 TASKS = ("classification", "token-classification")
 PROBLEM_TYPES = ("auto", "single_label_classification", "multi_label_classification", "regression")
@@ -38,25 +42,29 @@ HUB_REPO_ID = re.compile(r"[^/\s]+/[^/\s]+")
 class FinetuneDataSection:
     """Where the labeled data comes from and which columns hold what."""
 
-    source: str = choice("builtin", "builtin", "files", "hub")
-    train_files: list = field(default_factory=list)  # paths or globs
-    validation_files: list = field(default_factory=list)  # none: data.validation_fraction of train is held out
-    test_files: list = field(default_factory=list)
-    format: str = choice("auto", "auto", "jsonl", "csv", "parquet")
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    train_split: str = "train"
-    validation_split: str | None = "validation"
-    test_split: str | None = None
-    text_column: str = "text"
-    text_pair_column: str | None = None  # sentence-pair tasks (e.g. MRPC: sentence1 / sentence2)
-    label_column: str = "label"
-    tokens_column: str = "tokens"  # token-classification: a list of words per example
-    tags_column: str = "ner_tags"  # token-classification: a list of BIO tags (names or ids) per example
-    label_names: list = field(default_factory=list)  # names of integer labels, in id order (else inferred)
-    validation_fraction: float = ranged(0.1, low=0.0, high=0.5, low_open=True)
-    max_train_examples: int | None = ranged(None, low=1)
-    max_eval_examples: int | None = ranged(None, low=1)
+    source: str = choice(
+        "builtin", "builtin", "files", "hub",
+        doc="builtin (which stdlib package a docstring belongs to), files (train_files) or hub (hub_dataset)")
+    train_files: list = listing("source=files: paths or globs of the labeled training examples")
+    validation_files: list = listing("source=files: validation examples (empty: validation_fraction of train)")
+    test_files: list = listing("source=files: test examples, scored once with the best model")
+    format: str = choice("auto", "auto", "jsonl", "csv", "parquet", doc="file format (auto: by extension)")
+    hub_dataset: str | None = setting(None, "source=hub: the Hub dataset id")
+    hub_config: str | None = setting(None, "source=hub: the dataset's configuration name")
+    train_split: str = setting("train", "source=hub: the training split")
+    validation_split: str | None = setting("validation", "source=hub: the validation split (null: held out of train)")
+    test_split: str | None = setting(None, "source=hub: the test split (null: none)")
+    text_column: str = setting("text", "the column holding the text")
+    text_pair_column: str | None = setting(
+        None, "the second text of sentence-pair tasks (e.g. MRPC: sentence1 / sentence2)")
+    label_column: str = setting("label", "classification: the label column (ids, names, lists or floats)")
+    tokens_column: str = setting("tokens", "token-classification: a list of words per example")
+    tags_column: str = setting("ner_tags", "token-classification: a list of BIO tags (names or ids) per example")
+    label_names: list = listing("names of integer labels, in id order (empty: inferred from the data)")
+    validation_fraction: float = ranged(
+        0.1, low=0.0, high=0.5, low_open=True, doc="share of train held out when there is no validation split")
+    max_train_examples: int | None = ranged(None, low=1, doc="use at most this many training examples")
+    max_eval_examples: int | None = ranged(None, low=1, doc="use at most this many validation and test examples")
 
 
 @dataclass
@@ -64,39 +72,44 @@ class FinetuneTrainSection:
     """Trainer settings. Defaults suit a small pretrained encoder on a CPU; Hub models of BERT-base size and up
     want a lower lr (2e-5..5e-5)."""
 
-    seed: int = 42
-    lr: float = ranged(3e-4, low=0.0, low_open=True)
-    epochs: float = ranged(5.0, low=0.0, low_open=True)
-    max_steps: int | None = ranged(None, low=1)  # overrides epochs when set
-    batch_size: int = ranged(32, low=1)
-    eval_batch_size: int = ranged(64, low=1)
-    grad_accum: int = ranged(1, low=1)
-    weight_decay: float = ranged(0.01, low=0.0)
-    warmup: float = ranged(0.1, low=0.0)  # < 1: a fraction of the steps; >= 1: steps
-    schedule: str = choice("linear", "linear", "cosine", "constant_with_warmup")
-    max_length: int = ranged(128, low=8)
-    eval_every: int | None = ranged(None, low=1)  # steps between evaluations; null: every epoch
-    early_stopping_patience: int | None = ranged(2, low=1)  # evaluations without improvement; null: off
-    metric_for_best_model: str = "auto"  # auto: f1 (classification, NER), mse (regression)
-    precision: str = choice("auto", "auto", "fp32", "bf16", "fp16")
-    logging_steps: int = ranged(10, low=1)
+    seed: int = setting(42, "seed of the new head, of a from-scratch model and of the data order")
+    lr: float = ranged(3e-4, low=0.0, low_open=True, doc="peak learning rate")
+    epochs: float = ranged(5.0, low=0.0, low_open=True, doc="passes over the training examples")
+    max_steps: int | None = ranged(None, low=1, doc="optimizer steps; overrides epochs when set")
+    batch_size: int = ranged(32, low=1, doc="training examples per device per micro-step")
+    eval_batch_size: int = ranged(64, low=1, doc="examples per eval batch")
+    grad_accum: int = ranged(1, low=1, doc="micro-steps per optimizer step")
+    weight_decay: float = ranged(0.01, low=0.0, doc="AdamW's decoupled weight decay")
+    warmup: float = ranged(0.1, low=0.0, doc="warmup: below 1 a fraction of the steps, else a number of steps")
+    schedule: str = choice(
+        "linear", "linear", "cosine", "constant_with_warmup", doc="lr schedule after warmup (Trainer's names)")
+    max_length: int = ranged(128, low=8, doc="tokens per example (longer ones are truncated)")
+    eval_every: int | None = ranged(None, low=1, doc="steps between evaluations (null: every epoch)")
+    early_stopping_patience: int | None = ranged(
+        2, low=1, doc="evaluations without improvement before training stops (null: off)")
+    metric_for_best_model: str = setting(
+        "auto", "the validation metric that picks the best checkpoint (auto: f1, or mse for regression)")
+    precision: str = choice(
+        "auto", "auto", "fp32", "bf16", "fp16", doc="auto: bf16 on GPUs that have it, fp32 elsewhere")
+    logging_steps: int = ranged(10, low=1, doc="steps between Trainer's log records")
     # TrainingArguments fields passed on as they are, under the names users know from Trainer:
-    report_to: list = field(default_factory=list)  # trackers (e.g. [tensorboard, wandb]) or [all]; []: none
-    # Recompute activations in backward: less memory, more compute. transformers 5's name for what was
-    # gradient_checkpointing (a deprecated alias there), and the pretraining recipe's train.activation_checkpointing.
-    activation_checkpointing: bool = False
-    push_to_hub: bool = False  # the pretrained run's checkpoints go to hub_model_id as Trainer saves them
-    hub_model_id: str | None = None  # user/name or org/name
+    report_to: list = listing("Trainer's trackers (e.g. [tensorboard, wandb]), or [all]; empty: none")
+    activation_checkpointing: bool = setting(
+        False, "recompute activations in backward: less memory, more compute (transformers 5's name for "
+               "gradient_checkpointing)")
+    push_to_hub: bool = setting(
+        False, "push the pretrained run's fine-tuned model (and Trainer's checkpoints) to hub_model_id")
+    hub_model_id: str | None = setting(None, "the Hub repository to push to: user/name or org/name")
 
 
 @dataclass
 class LoraSection:
     """LoRA adapters (PEFT). `lora: {}` turns them on with these defaults; absent or null: full fine-tuning."""
 
-    r: int = ranged(8, low=1)
-    alpha: float = ranged(16.0, low=0.0, low_open=True)
-    dropout: float = ranged(0.05, low=0.0, high=1.0)
-    target_modules: list = field(default_factory=lambda: list(LORA_TARGET_MODULES))
+    r: int = ranged(8, low=1, doc="the adapters' rank")
+    alpha: float = ranged(16.0, low=0.0, low_open=True, doc="the adapters' scale is alpha / r")
+    dropout: float = ranged(0.05, low=0.0, high=1.0, doc="dropout on the adapters' input")
+    target_modules: list = listing("the linear layers to adapt (by module name)", default=LORA_TARGET_MODULES)
 
 
 @dataclass
@@ -111,8 +124,8 @@ class WarmStartSection:
     init), so the comparison measures what pretraining adds, not what the transform adds. Skipped for a frozen or
     LoRA-adapted encoder. shrink 1 and perturb 0 (the defaults of the Python API) leave the weights as loaded."""
 
-    shrink: float = ranged(1.0, low=0.0, high=1.0, low_open=True)
-    perturb: float = ranged(0.0, low=0.0, high=1.0)
+    shrink: float = ranged(1.0, low=0.0, high=1.0, low_open=True, doc="W becomes shrink * W + perturb * W_init")
+    perturb: float = ranged(0.0, low=0.0, high=1.0, doc="the share of a fresh random init added to each matrix")
 
 
 @dataclass
@@ -124,35 +137,41 @@ class LinearProbeSection:
     back small, useful ones. epochs 0 turns it off. The `compare_scratch` run gets the same two stages (there the
     first fits a head to random features, which changes little). Skipped with freeze_encoder or lora."""
 
-    epochs: float = ranged(0.0, low=0.0)
-    lr: float = ranged(3.0e-3, low=0.0, low_open=True)
+    epochs: float = ranged(0.0, low=0.0, doc="epochs of the head alone on the frozen encoder (0: off)")
+    lr: float = ranged(3.0e-3, low=0.0, low_open=True, doc="the head's lr in that stage (constant)")
 
 
 @dataclass
 class FinetuneOutputSection:
-    dir: str = "runs/finetune"
-    progress_bar: bool = True
-    keep_checkpoints: bool = False  # the Trainer's checkpoints/ folder; the best model is always in OUTPUT/model
+    """Where the fine-tuning results go."""
+
+    dir: str = setting("runs/finetune", "the output folder: metrics.json, model/ (the best model), scratch/")
+    progress_bar: bool = setting(True, "show a progress bar while training")
+    keep_checkpoints: bool = setting(
+        False, "keep Trainer's checkpoints/ folder (the best model is always in OUTPUT/model)")
 
 
 @dataclass
 class FinetuneRecipe(SerializableRecipe):
-    task: str = choice("classification", *TASKS)
-    model: str | None = None  # a model folder, a run folder, a DAE folder or a Hub id
-    # Run the model's (and tokenizer's) own Python code when it ships some and is not one of our families.
-    trust_remote_code: bool = False
-    tokenizer: str | None = None  # default: the model's own
-    problem_type: str = choice("auto", *PROBLEM_TYPES)
-    # Config fields to change when the model is loaded, e.g. {classifier_pooling: mean, classifier_dropout: 0.1}.
-    model_config: dict = field(default_factory=dict)
-    freeze_encoder: bool = False
-    compare_scratch: bool = False
-    lora: LoraSection | None = None
-    warm_start: WarmStartSection = field(default_factory=WarmStartSection)
-    linear_probe: LinearProbeSection = field(default_factory=LinearProbeSection)
-    data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
-    train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
-    output: FinetuneOutputSection = field(default_factory=FinetuneOutputSection)
+    """A fine-tuning recipe: the task, the pretrained model, the labeled data and Trainer's settings."""
+
+    task: str = choice("classification", *TASKS, doc="classification (one text or a pair) or token-classification")
+    model: str | None = setting(None, "the model to fine-tune: a model folder, a run folder, a DAE folder or a Hub id")
+    trust_remote_code: bool = setting(
+        False, "run the model's (and tokenizer's) own Python code when it ships some and is not an hf_pretrain family")
+    tokenizer: str | None = setting(None, "a tokenizer folder or Hub id (null: the model's own)")
+    problem_type: str = choice(
+        "auto", *PROBLEM_TYPES, doc="classification kind (auto: inferred from the label column)")
+    model_config: dict = mapping(
+        "config fields to change when the model is loaded, e.g. {classifier_pooling: mean, classifier_dropout: 0.1}")
+    freeze_encoder: bool = setting(False, "train the new head only (a linear probe)")
+    compare_scratch: bool = setting(False, "also train the same architecture from random weights, same settings")
+    lora: LoraSection | None = setting(None, "LoRA adapters instead of all weights ({} turns them on; null: off)")
+    warm_start: WarmStartSection = section(WarmStartSection, "shrink and perturb the pretrained matrices first")
+    linear_probe: LinearProbeSection = section(LinearProbeSection, "LP-FT: fit the head alone first")
+    data: FinetuneDataSection = section(FinetuneDataSection)
+    train: FinetuneTrainSection = section(FinetuneTrainSection)
+    output: FinetuneOutputSection = section(FinetuneOutputSection)
 
 
 def load_finetune_recipe(name_or_path: str, overrides=()) -> FinetuneRecipe:
@@ -160,14 +179,16 @@ def load_finetune_recipe(name_or_path: str, overrides=()) -> FinetuneRecipe:
     return finetune_recipe_from_dict(read_recipe_data(name_or_path, overrides, "finetune"))
 
 
-def finetune_recipe_from_dict(data: dict) -> FinetuneRecipe:
+def finetune_recipe_from_dict(data: dict, check: bool = True) -> FinetuneRecipe:
+    """The typed recipe; `check=False` leaves out the rules that span several keys (each key is still checked)."""
     data = dict(data)
     # `lora` is an optional section (null = off), which build_section's typed fields cannot express: build it apart.
     lora = data.pop("lora", None)
     recipe = build_section(FinetuneRecipe, data, prefix="")
     if lora is not None:
         recipe.lora = build_section(LoraSection, lora, prefix="lora.")
-    check_finetune_recipe(recipe)
+    if check:
+        check_finetune_recipe(recipe)
     return recipe
 
 

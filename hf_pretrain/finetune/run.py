@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import TrainerCallback
 
+from ..console import is_verbose, shows_progress
 from ..folders import (
     check_output_dir,
     is_or_holds,
@@ -34,6 +37,8 @@ from .model import (
 )
 from .recipe import FinetuneDataSection, FinetuneRecipe, load_finetune_recipe, require_model
 
+logger = logging.getLogger(__name__)
+
 # What each metric name means for "is a higher value better" when choosing the best checkpoint.
 LOWER_IS_BETTER = {"loss", "mse", "mae"}
 # What a fine-tuning run may put in output.dir (checkpoints/ and linear-probe/ are Trainer's, removed at the end).
@@ -42,23 +47,23 @@ FINETUNE_ENTRIES = ("recipe.yaml", "metrics.json", "model", "scratch", "encoder"
 
 # ------------------------------------------------------------------------------------------------ one model
 def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme: LabelScheme, out: Path,
-              from_scratch: bool, announce=print) -> dict:
+              from_scratch: bool) -> dict:
     """Train one model (pretrained or from scratch) and return its scores; the best model goes to out/model."""
     from transformers import set_seed
 
     set_seed(recipe.train.seed)  # the new head (and, from scratch, every weight) starts the same way each run
-    model = prepare_model(recipe, model_path, tokenizer.pad_token_id, scheme, from_scratch, announce)
+    model = prepare_model(recipe, model_path, tokenizer.pad_token_id, scheme, from_scratch)
     trainable, total = count_parameters(model)
     label = "from scratch" if from_scratch else "pretrained"
-    announce(f"{label}: {type(model).__name__}, {trainable:,} of {total:,} parameters train")
+    logger.debug(f"{label}: {type(model).__name__}, {trainable:,} of {total:,} parameters train")
     encoded = tokenize_task(recipe, splits, tokenizer, scheme, model_input_names(model))
     probe_stage = None
     if trains_whole_encoder(recipe) and recipe.linear_probe.epochs > 0:
-        probe_stage = fit_head_first(recipe, model, encoded["train"], tokenizer, out)
-        announce(f"{label}: head fitted on the frozen encoder first ({probe_stage['steps']} steps, "
+        probe_stage = fit_head_first(recipe, model, encoded["train"], tokenizer, out, label)
+        logger.info(f"{label}: head fitted on the frozen encoder first ({probe_stage['steps']} steps, "
                  f"train loss {probe_stage['train_loss']:.3f}), now fine-tuning all weights")
     trainer = build_trainer(recipe, model, encoded, tokenizer, scheme, out / "checkpoints",
-                            push_to_hub=recipe.train.push_to_hub and not from_scratch)
+                            push_to_hub=recipe.train.push_to_hub and not from_scratch, label=label)
     started = time.perf_counter()
     trainer.train()
     result = {
@@ -69,6 +74,9 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
         "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
     }
+    metric = main_metric(recipe, scheme)
+    logger.info(f"{label}: {result['steps']} steps in {result['train_minutes']:.1f} min, validation {metric} "
+                f"{result['validation'].get(metric, float('nan')):.4f}")
     if probe_stage:
         result["linear_probe"] = probe_stage
     if "test" in encoded:
@@ -82,13 +90,13 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
 
 
 def build_trainer(recipe: FinetuneRecipe, model, encoded, tokenizer, scheme: LabelScheme, checkpoints: Path,
-                  push_to_hub: bool):
+                  push_to_hub: bool, label: str = "fine-tuning"):
     """Trainer for the fine-tuning stage: evaluates on the validation split, keeps the best checkpoint by the main
     metric, and stops early when train.early_stopping_patience says so."""
     from transformers import EarlyStoppingCallback, Trainer
 
     patience = recipe.train.early_stopping_patience
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=training_arguments(recipe, checkpoints, main_metric(recipe, scheme), push_to_hub=push_to_hub),
         train_dataset=encoded["train"],
@@ -98,6 +106,43 @@ def build_trainer(recipe: FinetuneRecipe, model, encoded, tokenizer, scheme: Lab
         compute_metrics=build_compute_metrics(recipe.task, scheme),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience else [],
     )
+    return quiet_trainer(trainer, recipe, label)
+
+
+def quiet_trainer(trainer, recipe: FinetuneRecipe, label: str):
+    """Trainer's own output (a dict per log step and per eval, nested eval bars) only with --verbose; by default
+    one progress bar for the run (output.progress_bar), which goes once it is done."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if is_verbose():
+        return trainer
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if recipe.output.progress_bar and shows_progress():
+        trainer.add_callback(StepsProgressBar(label))
+    return trainer
+
+
+class StepsProgressBar(TrainerCallback):
+    """One bar of training steps for a Trainer run."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, desc=self.label, unit=" steps", leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def score_test_split(trainer, test_split) -> dict:
@@ -107,7 +152,7 @@ def score_test_split(trainer, test_split) -> dict:
     return clean_scores(trainer.evaluate(test_split, metric_key_prefix="test"), "test")
 
 
-def fit_head_first(recipe: FinetuneRecipe, model, train_dataset, tokenizer, out: Path) -> dict:
+def fit_head_first(recipe: FinetuneRecipe, model, train_dataset, tokenizer, out: Path, label: str) -> dict:
     """The LP stage of LP-FT (see LinearProbeSection): the head trains alone on the frozen encoder, at the probe's
     lr with a constant schedule, for linear_probe.epochs; then the encoder is unfrozen. Returns its stats."""
     from transformers import Trainer, TrainingArguments
@@ -133,6 +178,7 @@ def fit_head_first(recipe: FinetuneRecipe, model, train_dataset, tokenizer, out:
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=train_dataset, processing_class=tokenizer,
                       data_collator=collator_for(recipe.task, tokenizer))
+    quiet_trainer(trainer, recipe, f"{label}: head first")
     started = time.perf_counter()
     output = trainer.train()
     freeze_encoder(model, frozen=False)
@@ -274,12 +320,12 @@ def logits_of(predictions) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ run
-def prepare(recipe: FinetuneRecipe, model: str, out: Path, announce=print):
+def prepare(recipe: FinetuneRecipe, model: str, out: Path):
     """Everything before training: the model source, tokenizer, data and label scheme (fails early). `model`: the
     recipe's model, a run folder already resolved to its final/ (whose check hashes every file: once is enough)."""
     from transformers import AutoTokenizer
 
-    model_path = resolve_model_source(model, out, announce)
+    model_path = resolve_model_source(model, out)
     tokenizer_path = recipe.tokenizer or model_path
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_path, trust_remote_code=remote_code_allowed(tokenizer_path, recipe.trust_remote_code))
@@ -287,13 +333,14 @@ def prepare(recipe: FinetuneRecipe, model: str, out: Path, announce=print):
         if tokenizer.eos_token is None:
             raise RecipeError(f"the tokenizer of {model_path!r} has no pad or eos token to pad batches with.")
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only Hub models: pad with eos (masked out anyway)
-    splits = load_task_data(recipe, announce)
+    splits = load_task_data(recipe)
     scheme = label_scheme_for(recipe, splits)
     return model_path, tokenizer, splits, scheme
 
 
-def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides=(), announce=print) -> dict:
-    """Run a fine-tuning recipe (object, YAML path or shipped name); returns what goes into OUTPUT/metrics.json."""
+def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides=()) -> dict:
+    """Run a fine-tuning recipe (object, YAML path or shipped name); returns what goes into OUTPUT/metrics.json
+    (`results_table(result)` lays it out as `hf-pretrain finetune` prints it)."""
     if not isinstance(recipe, FinetuneRecipe):
         recipe = load_finetune_recipe(recipe, overrides)
     elif overrides:
@@ -304,14 +351,14 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     out.mkdir(parents=True, exist_ok=True)
     write_output_marker(out, "finetune", FINETUNE_ENTRIES)  # first: a run that stops early stays replaceable
     (out / "recipe.yaml").write_text(recipe.to_yaml())
-    model_path, tokenizer, splits, scheme = prepare(recipe, model, out, announce)
-    announce(
+    model_path, tokenizer, splits, scheme = prepare(recipe, model, out)
+    logger.info(
         f"{recipe.task} ({scheme.problem_type}, {scheme.num_labels} labels): "
         + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     )
-    runs = {"pretrained": train_one(recipe, model_path, tokenizer, splits, scheme, out, False, announce)}
+    runs = {"pretrained": train_one(recipe, model_path, tokenizer, splits, scheme, out, False)}
     if recipe.compare_scratch:
-        runs["scratch"] = train_one(recipe, model_path, tokenizer, splits, scheme, out / "scratch", True, announce)
+        runs["scratch"] = train_one(recipe, model_path, tokenizer, splits, scheme, out / "scratch", True)
     result = {
         "task": recipe.task,
         "problem_type": scheme.problem_type,
@@ -330,10 +377,9 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     # After both runs: the card of OUTPUT/model names its base model and carries the from-scratch comparison.
-    from ..hub.card import write_finetuned_card
+    from ..hub.finetuned_card import write_finetuned_card
 
     write_finetuned_card(out / "model", result, recipe.to_dict())
-    announce(results_table(result))
     return result
 
 
@@ -356,7 +402,7 @@ def check_trainer_integrations(train) -> None:
     """What train.report_to and train.push_to_hub need from this machine, said before any work."""
     from transformers.integrations import get_available_reporting_integrations
 
-    from ..hub.export import hub_offline
+    from ..offline import hub_offline
 
     installed = get_available_reporting_integrations()
     missing = [name for name in train.report_to if name not in ("all", "none") and name not in installed]
@@ -373,7 +419,9 @@ def dataset_description(data: FinetuneDataSection) -> dict:
         return {"source": "hub", "name": data.hub_dataset, "config": data.hub_config}
     if data.source == "files":
         return {"source": "files", "name": ", ".join(map(str, data.train_files))}
-    return {"source": "builtin", "name": "hf_pretrain built-in task (stdlib package of a docstring)"}
+    from ..hub.card import BUILTIN_TASK
+
+    return {"source": "builtin", "name": BUILTIN_TASK[2]}
 
 
 def results_table(result: dict) -> str:

@@ -1,5 +1,6 @@
 """Model cards (README.md) for exported models, filled from the template in `templates/model_card.md`, and for
-fine-tuned models (`hf-pretrain finetune`'s OUTPUT/model), from `templates/finetuned_model_card.md`.
+fine-tuned models (hub/finetuned_card.py), from `templates/finetuned_model_card.md`; what the two share (the
+template, parameter counts, fine-tuning results, the description of a data source) is here.
 
 The YAML header comes from `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets, metrics and
 a `model-index` built from `EvalResult`s, so it follows the Hub's metadata rules); the body describes the model,
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+
+from ..objectives import objective_of_run
 
 TEMPLATE_NAME = "model_card.md"
 FINETUNED_TEMPLATE_NAME = "finetuned_model_card.md"
@@ -28,37 +31,8 @@ FAMILIES = {
     "hf_pretrain_dae_features": ("feature-extraction", "autoencoder",
                                  "feature autoencoder: vectors in, vectors out (hf_pretrain DAE family)"),
 }
-PRETRAINING_METRICS = {  # summary key -> (card label, model-index metric type or None: table only)
-    "loss": ("eval loss", None),
-    "perplexity": ("perplexity", "perplexity"),
-    "accuracy": ("token accuracy", "accuracy"),
-    "exact_match": ("exact match (whole text reconstructed)", "exact_match"),
-    "mse": ("reconstruction MSE, noisy input", "mse"),
-    "clean_mse": ("reconstruction MSE, clean input", None),
-    "baseline_mse": ("MSE of predicting the training mean", None),
-    "r2": ("R^2 (noisy input, against the training mean)", None),
-    "detection_accuracy": ("replaced-token detection accuracy", "accuracy"),
-    "replaced_share": ("share of tokens replaced by the generator", None),
-    "generator_loss": ("generator masked-LM loss", None),
-}
-ACCURACY_LABELS = {"mlm": "masked-token accuracy", "dae": "reconstruction token accuracy"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
 FINETUNE_METRICS = ("f1", "accuracy", "precision", "recall", "mse", "mae", "pearson", "spearman", "loss")
-PROBLEM_DESCRIPTIONS = {  # problem type -> (card text, what the reported metrics are)
-    "single_label_classification": ("single-label classification: one of {n} labels per text",
-                                    "f1, precision and recall are macro averages over the labels (each counts "
-                                    "equally however rare)."),
-    "multi_label_classification": ("multi-label classification: any number of {n} labels per text (a sigmoid per "
-                                   "label; a positive logit means the label applies)",
-                                   "accuracy is subset accuracy (all labels of a text right); f1, precision and "
-                                   "recall are micro averages over every (text, label) decision."),
-    "regression": ("regression: one value per text", ""),
-    "token-classification": ("token classification: a BIO tag for every word ({n} tags)",
-                             "precision, recall and f1 count whole entities (seqeval: the type and every word of "
-                             "the span must match); accuracy counts word tags."),
-}
-
-
 def template_path(name: str = TEMPLATE_NAME) -> Path:
     """The template shipped in the package; from a source checkout, model_cards/templates is the same folder."""
     shipped = resources.files("hf_pretrain.hub") / "templates" / name
@@ -115,8 +89,9 @@ def describe_architecture(config: dict) -> str:
 
 
 def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
-    """(card text, Hub dataset ids for the metadata, model-index dataset type, model-index dataset name)."""
-    if recipe.get("objective") == "dae-features":
+    """(card text, Hub dataset ids for the metadata, model-index dataset type, model-index dataset name) of the
+    data a run pretrained on: its data section, or the features section for an objective that reads vectors."""
+    if not objective_of_run(recipe).reads_text:
         features = recipe.get("features", {})
         if features.get("source") == "files":
             files = ", ".join(map(str, features.get("train_files", []))) or "local files"
@@ -124,16 +99,31 @@ def describe_data(recipe: dict) -> tuple[str, list[str], str, str]:
         return ("scikit-learn's handwritten digits (`sklearn.datasets.load_digits`: 1,797 8x8 images, pixels "
                 "scaled to [0, 1])", [], "sklearn-digits", "scikit-learn digits")
     data = recipe.get("data", {})
-    source = data.get("source", "builtin")
-    if source == "hub" and data.get("hub_dataset"):
-        name = data["hub_dataset"] + (f" ({data['hub_config']})" if data.get("hub_config") else "")
-        return f"[{data['hub_dataset']}](https://huggingface.co/datasets/{data['hub_dataset']})", [data["hub_dataset"]], data["hub_dataset"], name
+    return describe_source(data.get("source", "builtin"), data.get("hub_dataset"), data.get("hub_config"),
+                           data.get("train_files", []), BUILTIN_CORPUS)
+
+
+# What the built-in data is, in a card: the pretraining corpus and the fine-tuning task derived from it.
+BUILTIN_CORPUS = ("hf_pretrain's built-in corpus: docstrings of the Python standard library (about 6,000 documents, "
+                  "generated offline), without the documents of the built-in fine-tuning task's test split",
+                  "hf_pretrain-builtin", "Python standard-library docstrings")
+BUILTIN_TASK = ("hf_pretrain's built-in task: which standard-library package a docstring belongs to",
+                "hf_pretrain-builtin-task", "hf_pretrain built-in task (stdlib package of a docstring)")
+
+
+def describe_source(source: str, hub_dataset: str | None, hub_config: str | None, files, builtin: tuple):
+    """(card text, Hub dataset ids, model-index dataset type, model-index dataset name) of a text source, the one
+    description the pretraining and the fine-tuning cards share. Local files by their names only in the
+    metadata: a path on the training machine means nothing on the Hub. `builtin`: (text, type, name)."""
+    if source == "hub" and hub_dataset:
+        config = f" ({hub_config})" if hub_config else ""
+        link = f"[{hub_dataset}](https://huggingface.co/datasets/{hub_dataset}){config}"
+        return link, [hub_dataset], hub_dataset, hub_dataset + config
     if source == "files":
-        files = ", ".join(map(str, data.get("train_files", []))) or "local files"
-        return f"local files: `{files}`", [], "text", "local text files"
-    text = ("hf_pretrain's built-in corpus: docstrings of the Python standard library (about 6,000 documents, "
-            "generated offline), without the documents of the built-in fine-tuning task's test split")
-    return text, [], "hf_pretrain-builtin", "Python standard-library docstrings"
+        files = [str(f) for f in (files if isinstance(files, (list, tuple)) else str(files).split(", ")) if f]
+        return (f"local files: `{', '.join(files) or 'local files'}`", [], "json",
+                ", ".join(Path(f).name for f in files) or "local files")
+    return builtin[0], [], builtin[1], builtin[2]
 
 
 def is_hub_id(name: str) -> bool:
@@ -142,28 +132,6 @@ def is_hub_id(name: str) -> bool:
     import re
 
     return not Path(name).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
-
-
-def describe_objective(recipe: dict) -> str:
-    if recipe.get("objective") == "dae-features":
-        features = recipe.get("features", {})
-        return (f"denoising autoencoder on float vectors: rebuild the clean vector (mean squared error) from a copy "
-                f"with Gaussian noise (std {features.get('gaussian_std')}) and {features.get('mask_rate', 0):.0%} of "
-                f"values set to 0; {features.get('feature_tokens')} feature tokens per vector")
-    if recipe.get("objective") == "dae":
-        noise = {k: v for k, v in recipe.get("noise", {}).items() if v}
-        return f"denoising: reconstruct the text from a corrupted copy ({', '.join(f'{k}={v}' for k, v in noise.items())})"
-    if recipe.get("objective") == "clm":
-        return "causal language modeling: predict each next token, documents packed with per-document attention"
-    if recipe.get("objective") == "rtd":
-        rtd, masking = recipe.get("rtd", {}), recipe.get("masking", {})
-        return (f"replaced-token detection (ELECTRA): a generator {rtd.get('generator_width')} of this model's width "
-                f"fills {masking.get('mlm_probability', 0.15):.0%} of positions with its samples, and this model "
-                f"learns at every position whether the token was replaced (loss weight {rtd.get('detection_weight')})")
-    masking = recipe.get("masking", {})
-    return f"masked language modeling, {masking.get('mlm_probability', 0.15):.0%} of tokens masked" + (
-        ", whole words" if masking.get("whole_word") else ", spans" if masking.get("span") else ""
-    )
 
 
 def describe_tokenizer(folder: Path) -> str:
@@ -186,17 +154,17 @@ def format_value(value) -> str:
     return str(value)
 
 
-def pretraining_results(summary: dict):
-    """(rows for the card's table, [(metric type, label, value)] for the model-index)."""
+def pretraining_results(summary: dict, recipe: dict):
+    """(rows for the card's table, [(metric type, label, value)] for the model-index): the objective's eval
+    metrics (its registry entry) before the first step and after the last."""
     before, after = summary.get("initial_eval") or {}, summary.get("final_eval") or {}
     rows, results = [], []
-    for key, (label, metric_type) in PRETRAINING_METRICS.items():
-        if key in after:
-            if key == "accuracy":
-                label = ACCURACY_LABELS.get(summary.get("objective"), label)
-            rows.append({"name": label, "before": format_value(before.get(key)), "after": format_value(after[key])})
-            if metric_type:
-                results.append((metric_type, label, round(float(after[key]), 4)))
+    for metric in objective_of_run({"objective": summary.get("objective", recipe.get("objective"))}).eval_metrics:
+        if metric.key in after:
+            rows.append({"name": metric.label, "before": format_value(before.get(metric.key)),
+                         "after": format_value(after[metric.key])})
+            if metric.model_index:
+                results.append((metric.model_index, metric.label, round(float(after[metric.key]), 4)))
     return rows, results
 
 
@@ -219,22 +187,24 @@ def finetune_eval_results(finetune: dict, entries: list, split: str, suffix: str
     fine-tuned card's); `suffix` tells whose scores they are when that is not the card's own model."""
     from huggingface_hub import EvalResult
 
-    dataset = finetune.get("dataset") or {}
+    _, _, dataset_type, dataset_name = describe_finetune_source(finetune.get("dataset") or {})
     return [
         EvalResult(
             task_type=FINETUNE_TASK_TYPES.get(finetune.get("task"), "text-classification"),
-            dataset_type=dataset.get("name") if dataset.get("source") == "hub" else
-            ("hf_pretrain-builtin-task" if dataset.get("source") == "builtin" else "json"),
-            # Local files by their names only: a path on the training machine means nothing on the Hub.
-            dataset_name=(", ".join(Path(f).name for f in dataset["name"].split(", "))
-                          if dataset.get("source") == "files" and dataset.get("name")
-                          else dataset.get("name", "fine-tuning data")),
-            dataset_config=dataset.get("config"),
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
             dataset_split=split,
             metric_type=metric_type, metric_name=f"{label}{suffix}", metric_value=value,
         )
         for metric_type, label, value in entries
     ]
+
+
+def describe_finetune_source(dataset: dict):
+    """describe_source of a fine-tuning run's data, as its metrics.json records it ({source, name, config})."""
+    source = dataset.get("source", "builtin")
+    return describe_source(source, dataset.get("name"), dataset.get("config"),
+                           dataset.get("name", "") if source == "files" else [], BUILTIN_TASK)
 
 
 def eval_results(pipeline_tag: str, data: tuple, pretraining: list, finetune: dict | None, finetune_entries: list,
@@ -317,7 +287,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     if model_type not in FAMILIES:
         raise ValueError(f"model_type={model_type!r} is not an hf_pretrain family; allowed: {', '.join(FAMILIES)}.")
     pipeline_tag, family_tag, family_description = FAMILIES[model_type]
-    if model_type == "hf_pretrain_encoder" and run.get("recipe", {}).get("objective") == "dae":
+    if model_type == "hf_pretrain_encoder" and objective_of_run(run.get("recipe", {})).encoder_decoder:
         pipeline_tag, family_description = "feature-extraction", "encoder of a denoising autoencoder (hf_pretrain encoder family)"
     if "PretrainEncoderForReplacedTokenDetection" in config.get("architectures", []):
         # No masked-LM head: its task head scores replaced tokens; users fine-tune it or read its token states.
@@ -328,7 +298,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     base_model = (recipe.get("model") or {}).get("init_from")  # continued pretraining: the starting checkpoint
     data = describe_data(recipe)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name)
-    pretraining_rows, pretraining_entries = pretraining_results(summary)
+    pretraining_rows, pretraining_entries = pretraining_results(summary, recipe)
     finetune_split, finetune_rows, finetune_entries = (
         finetune_results(finetune_metrics) if finetune_metrics else ("", [], [])
     )
@@ -376,7 +346,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         embedding_advice=advice,
         embedding_code=code,
         can_finetune=model_type == "hf_pretrain_encoder",
-        objective_description=describe_objective(recipe),
+        objective_description=objective_of_run(recipe).describe(recipe),
         data_description=data[0],
         tokens=f"{summary['tokens']:,}" if "tokens" in summary else "not recorded",
         steps=steps if steps is not None else "not recorded",
@@ -414,172 +384,4 @@ def write_card(folder: Path, run: dict, **options) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------- fine-tuned models
-def describe_base_model(metrics: dict) -> tuple[str | None, str, str]:
-    """(Hub id for base_model or None, the card's table text, a short name for its prose). A local path is named
-    in the text only: the Hub cannot link to it, and it says nothing once the folder is pushed."""
-    base = str(metrics.get("model") or "")
-    loaded = str(metrics.get("model_path") or base)
-    if base and is_hub_id(base):
-        link = f"[{base}](https://huggingface.co/{base})"
-        return base, link + (f" (weights read from `{loaded}`)" if loaded != base else ""), link
-    if not base:
-        return None, "not recorded", "the base model"
-    # A run folder's final/ or a denoising autoencoder's exported encoder is what actually loaded: say both.
-    text = f"`{base}` (a local folder" + (f"; weights read from `{loaded}`)" if loaded != base else ")")
-    return None, text, f"`{Path(base).name}`"
-
-
-def describe_finetune_data(dataset: dict) -> str:
-    name = dataset.get("name") or "not recorded"
-    if dataset.get("source") == "hub":
-        config = f" ({dataset['config']})" if dataset.get("config") else ""
-        return f"[{name}](https://huggingface.co/datasets/{name}){config}"
-    if dataset.get("source") == "files":
-        return f"local files: `{name}`"
-    return name
-
-
-def describe_method(metrics: dict, recipe: dict) -> tuple[str, list]:
-    """(what trained, [(setting, text)] for the extras that were on: warm start, LP-FT, config changes)."""
-    lora = metrics.get("lora")
-    if lora:
-        method = (f"LoRA (r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}, on "
-                  f"{', '.join(lora.get('target_modules', []))}) plus the new head; the adapters are merged into "
-                  "the weights, so the folder loads without peft")
-    elif metrics.get("freeze_encoder"):
-        method = "linear probe: the encoder frozen, only the new head trained"
-    else:
-        method = "full fine-tuning: every weight trained, with a new head"
-    extras = []
-    if not lora and not metrics.get("freeze_encoder"):  # finetune skips both for a frozen or adapted encoder
-        warm = metrics.get("warm_start") or {}
-        if warm.get("shrink", 1.0) != 1.0 or warm.get("perturb", 0.0) != 0.0:
-            extras.append(("Warm start", f"shrink and perturb: every encoder matrix W started as {warm['shrink']} * W "
-                                         f"+ {warm['perturb']} * W_init (a fresh random init)"))
-        probe = metrics.get("linear_probe") or {}
-        if probe.get("epochs", 0) > 0:
-            extras.append(("LP-FT", f"the new head was first fitted alone on the frozen encoder ({probe['epochs']:g} "
-                                    f"epochs at lr {probe.get('lr')}), then every weight trained"))
-    if recipe.get("model_config"):
-        extras.append(("Config changes", ", ".join(f"`{k}={v}`" for k, v in recipe["model_config"].items())))
-    return method, extras
-
-
-def loading_advice(config: dict, folder: Path) -> tuple[str, str]:
-    """(the from_pretrained argument, a note on it): our families load anywhere with the code the folder carries,
-    and without running it where hf_pretrain is installed; another model's code runs only if the reader asks."""
-    if config.get("model_type") in FAMILIES:
-        return (", trust_remote_code=True",
-                "`trust_remote_code=True` is for places where hf_pretrain is not installed: the modeling code this "
-                "folder carries then defines the model. Where hf_pretrain is installed, `import hf_pretrain` and leave "
-                "it out: the installed classes load the folder and its `.py` copies never run.")
-    if config.get("auto_map"):
-        return (", trust_remote_code=True",
-                f"The architecture is not part of transformers: `trust_remote_code=True` runs the code this folder "
-                f"carries ({code_file_list(folder) or 'named by auto_map in config.json'}); read it first.")
-    return "", ""
-
-
-def build_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None, repo_id: str | None = None,
-                         license: str | None = None, model_name: str | None = None):
-    """A `huggingface_hub.ModelCard` for a fine-tuned folder (`hf-pretrain finetune`'s OUTPUT/model). `metrics`:
-    what the run wrote to metrics.json; `recipe`: its resolved recipe as a dict (the training settings)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    recipe, task = recipe or {}, metrics.get("task", "classification")
-    train = recipe.get("train", {})
-    pipeline_tag = FINETUNE_TASK_TYPES.get(task, "text-classification")
-    problem_type = "token-classification" if task == "token-classification" else metrics.get(
-        "problem_type", "single_label_classification")
-    hub_base, base_text, base_short = describe_base_model(metrics)
-    dataset = metrics.get("dataset") or {}
-    split, rows, entries = finetune_results(metrics)
-    # OUTPUT/model: the output folder names the run (the model folder itself is always "model").
-    model_name = model_name or (repo_id.split("/")[-1] if repo_id else
-                                folder.resolve().parent.name if folder.name == "model" else folder.name)
-    code = code_file_list(folder)
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=pipeline_tag,
-        tags=["hf_pretrain", "fine-tuned", pipeline_tag] + (["custom_code"] if code else []),
-        datasets=[dataset["name"]] if dataset.get("source") == "hub" and dataset.get("name") else None,
-        metrics=sorted({m for m, _, _ in entries}) or None,
-        license=license,
-        model_name=model_name,
-        base_model=hub_base,
-        # This model's scores only: the Hub reads model-index entries by metric type, so a baseline's would pass
-        # for this model's. The from-scratch comparison is in the card's results table.
-        eval_results=finetune_eval_results(metrics, entries, split) or None,
-    )
-    labels = sorted((int(i), name) for i, name in (config.get("id2label") or {}).items())
-    problem_text, metric_note = PROBLEM_DESCRIPTIONS.get(problem_type,
-                                                         PROBLEM_DESCRIPTIONS["single_label_classification"])
-    method, extras = describe_method(metrics, recipe)
-    trust_argument, trust_note = loading_advice(config, folder)
-    run = (metrics.get("runs") or {}).get("pretrained", {})
-    warmup = train.get("warmup", "?")
-    own_family = config.get("model_type") in FAMILIES
-    architecture = (config.get("architectures") or ["?"])[0] + (
-        f" (hf_pretrain encoder family: {describe_architecture(config)})" if own_family
-        else f" (transformers `{config.get('model_type')}`)")
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path(FINETUNED_TEMPLATE_NAME)),
-        model_name=model_name,
-        repo_id=repo_id or f"path/to/{model_name}",
-        parameters=human_count(count_parameters(folder)),
-        task_description=pipeline_tag.replace("-", " "),
-        base_short=base_short,
-        base_text=base_text,
-        architecture=architecture,
-        dataset_description=describe_finetune_data(dataset),
-        train_examples=f"{metrics['train_examples']:,}" if metrics.get("train_examples") else None,
-        problem_type=problem_type,
-        problem_description=problem_text.format(n=len(labels)),
-        metric_note=metric_note,
-        code_files=code,
-        auto_class=("AutoModelForTokenClassification" if task == "token-classification"
-                    else "AutoModelForSequenceClassification"),
-        trust_argument=trust_argument,
-        trust_note=trust_note,
-        example=("Alice moved to Paris in late spring." if task == "token-classification"
-                 else "A sentence to classify."),
-        labels=labels,
-        method=method,
-        extra_settings=extras,
-        lr=train.get("lr", "?"),
-        schedule=train.get("schedule", "?"),
-        warmup=(f"{warmup:.0%} of the steps" if isinstance(warmup, float) and warmup < 1 else f"{warmup} steps"),
-        weight_decay=train.get("weight_decay", "?"),
-        epochs=(f"at most {train['max_steps']} steps" if train.get("max_steps")
-                else f"{train['epochs']:g} epoch{'' if train['epochs'] == 1 else 's'}" if "epochs" in train
-                else "not recorded"),
-        steps=run.get("steps", "?"),
-        batch_size=train.get("batch_size", "?"),
-        grad_accum=train.get("grad_accum", 1),
-        max_length=train.get("max_length", "?"),
-        trainable=(f"{run['trainable_parameters']:,} of {run['parameters']:,}"
-                   if "trainable_parameters" in run and "parameters" in run else "not recorded"),
-        main_metric=metrics.get("main_metric", "?") + (
-            f" (early stopping after {train['early_stopping_patience']} evaluations without improvement)"
-            if train.get("early_stopping_patience") else ""),
-        seed=train.get("seed", "?"),
-        minutes=duration_text(run.get("train_minutes")),
-        split=split,
-        rows=rows,
-        has_scratch=bool((metrics.get("runs") or {}).get("scratch")),
-    )
-
-
-def write_finetuned_card(folder: Path, metrics: dict, recipe: dict | None = None, **options) -> Path:
-    card = build_finetuned_card(folder, metrics, recipe, **options)
-    path = Path(folder) / "README.md"
-    card.save(path)
-    return path
-
-
-__all__ = ["build_card", "write_card", "build_finetuned_card", "write_finetuned_card", "template_path",
-           "count_parameters"]
+__all__ = ["build_card", "write_card", "template_path", "count_parameters", "describe_source", "FAMILIES"]

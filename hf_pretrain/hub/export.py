@@ -16,7 +16,7 @@ Pushing uses huggingface_hub's `create_repo` + `upload_folder`; with HF_HUB_OFFL
 from __future__ import annotations
 
 import json
-import os
+import logging
 import secrets
 import shutil
 from pathlib import Path
@@ -30,8 +30,11 @@ from ..folders import (
     swap_into_place,
     write_output_marker,
 )
+from ..offline import hub_offline
 from .card import write_card
 from .report import PlotsUnavailable, plot_loss, read_run
+
+logger = logging.getLogger(__name__)
 
 EXPORT_LOADERS = {  # model_type -> the Auto class that loads the run's final model with its head
     "hf_pretrain_encoder": "AutoModelForMaskedLM",
@@ -124,8 +127,8 @@ def check_auto_map(out: Path) -> None:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only: bool = False,
-               finetune_metrics: str | Path | None = None, repo_id: str | None = None, license: str | None = None,
-               announce=print) -> Path:
+               finetune_metrics: str | Path | None = None, repo_id: str | None = None,
+               license: str | None = None) -> Path:
     """Write the Hub-ready folder (default RUN/export, or RUN/export-encoder with encoder_only) and return it."""
     run_dir = Path(run_dir)
     final = final_folder(run_dir, error=ExportError)
@@ -142,7 +145,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
     staging.mkdir()
     try:
         fill_export_folder(run_dir, final, staging, model_type, encoder_only, finetune_metrics, repo_id, license,
-                           model_name=repo_id.split("/")[-1] if repo_id else out.name, announce=announce)
+                           model_name=repo_id.split("/")[-1] if repo_id else out.name)
         write_output_marker(staging, "export", (p.name for p in staging.iterdir()))
         swap_into_place(staging, out)
     except BaseException:
@@ -152,7 +155,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
 
 
 def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: str, encoder_only: bool,
-                       finetune_metrics, repo_id, license, model_name: str, announce=print) -> None:
+                       finetune_metrics, repo_id, license, model_name: str) -> None:
     if encoder_only:
         if model_type != "hf_pretrain_dae":
             raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
@@ -164,41 +167,34 @@ def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: st
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / target)
     run = read_run(run_dir) if (run_dir / "metrics.jsonl").is_file() else {"records": [], "summary": {}, "recipe": {}}
-    write_card(staging, run, finetune_metrics=load_finetune_metrics(run_dir, finetune_metrics, announce),
-               repo_id=repo_id, loss_curve=draw_loss_curve(run, staging, announce), license=license,
+    write_card(staging, run, finetune_metrics=load_finetune_metrics(run_dir, finetune_metrics),
+               repo_id=repo_id, loss_curve=draw_loss_curve(run, staging), license=license,
                model_name=model_name)
     check_auto_map(staging)
 
 
-def draw_loss_curve(run: dict, folder: Path, announce=print) -> str | None:
+def draw_loss_curve(run: dict, folder: Path) -> str | None:
     if not run["records"]:
         return None
     try:
         return plot_loss(run["records"], folder / "loss_curve.png").name
     except PlotsUnavailable as missing:
-        announce(f"no loss-curve picture in the card: {missing}")
+        logger.warning(f"no loss-curve picture in the card: {missing}")
         return None
 
 
-def load_finetune_metrics(run_dir: Path, given: str | Path | None, announce=print) -> dict | None:
+def load_finetune_metrics(run_dir: Path, given: str | Path | None) -> dict | None:
     """The given fine-tuning metrics.json, else one found inside the run folder, else None."""
     path = Path(given) if given else find_finetune_metrics(run_dir)
     if path is None:
         return None
     if not is_finetune_metrics(path):
         raise ExportError(f"--finetune-metrics {path} is not a metrics.json written by hf-pretrain finetune.")
-    announce(f"fine-tuning results from {path} go into the card")
+    logger.info(f"fine-tuning results from {path} go into the card")
     return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------------------------------- push
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload model exported with hf_pretrain") -> str:
     """create_repo (exist_ok) + upload_folder; returns the commit URL. Fails fast and clearly when offline."""

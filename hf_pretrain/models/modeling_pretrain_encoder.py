@@ -275,22 +275,18 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
         # Without hidden states or attentions to return, the encoder computes its last block only where needed.
         skip_unused = sparse and not (output_hidden_states or output_attentions or self.config.output_hidden_states
                                       or self.config.output_attentions)
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            output_positions=selected if skip_unused else None,
-        )
-        hidden_states = outputs.last_hidden_state  # (B, L, C), or (N, C) when skip_unused
+        hidden_states = attentions = None
+        if skip_unused:
+            logits = self.selected_logits(input_ids, selected, attention_mask, position_ids, inputs_embeds)  # (N, V)
+        else:
+            outputs = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+                                 output_hidden_states=output_hidden_states, return_dict=True)
+            hidden_states, attentions = outputs.hidden_states, outputs.attentions
+            last = outputs.last_hidden_state[selected] if sparse else outputs.last_hidden_state  # (N, C) / (B, L, C)
+            logits = self.decoder(self.head(last))  # (N, V) sparse, (B, L, V) dense
         if sparse:
-            if not skip_unused:
-                hidden_states = hidden_states[selected]  # (N, C)
             labels = labels[selected]  # (N,)
-        logits = self.decoder(self.head(hidden_states))  # (N, V) sparse, (B, L, V) dense
 
         loss = None
         if labels is not None:
@@ -299,10 +295,20 @@ class PretrainEncoderForMaskedLM(PretrainEncoderPreTrainedModel):
             else:
                 loss = zero_loss_like(logits)
 
-        output = MaskedLMOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
         return output if return_dict else output.to_tuple()
+
+    def selected_logits(self, input_ids: torch.LongTensor | None, selected: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
+                        inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, V) logits of the `selected` (B, L) positions, in the order of their row-major positions: the last
+        block's output projection and MLP, the head and the vocabulary projection run on those rows only (the
+        sparse masked LM, and replaced-token detection's generator)."""
+        hidden = self.model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            output_positions=selected,
+        ).last_hidden_state  # (N, C)
+        return self.decoder(self.head(hidden))
 
     def training_flops(self, tokens: int, predicted: int, sequence_length: int) -> float:
         """Useful FLOPs of training on `tokens` positions (packed rows of `sequence_length`) of which `predicted`

@@ -115,12 +115,8 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
         """
         masked = labels != -100  # (B, L)
         targets = labels[masked]  # (N,)
-        # Generator: its prediction head on the masked positions only (as the encoder's sparse masked LM).
-        generator = self.generator
-        hidden = generator.model(
-            input_ids, attention_mask=attention_mask, position_ids=position_ids, output_positions=masked
-        ).last_hidden_state  # (N, C_generator)
-        generator_logits = generator.decoder(generator.head(hidden))  # (N, V)
+        # Generator: its prediction head on the masked positions only (the encoder's sparse masked LM).
+        generator_logits = self.generator.selected_logits(input_ids, masked, attention_mask, position_ids)  # (N, V)
         generator_loss_sum = F.cross_entropy(generator_logits.float(), targets, reduction="sum")
 
         # Replacements: one sample per masked position, by the inverse CDF of the tempered softmax at that

@@ -33,6 +33,7 @@ it with 2 CPU processes and gloo).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..folders import SET_ASIDE, recover_set_aside, swap_into_place, verify_complete, write_complete_marker
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "step-"
 LOCK = ".lock"
@@ -213,7 +216,7 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def set_aside_newer_checkpoints(run_dir: Path, step: int, report=print) -> None:
+def set_aside_newer_checkpoints(run_dir: Path, step: int) -> None:
     """Checkpoints newer than the one a run resumes from failed verification: rename them out of the way (kept for
     inspection, never deleted), so pruning, which goes by step, cannot evict good checkpoints in their favour."""
     for folder in list_checkpoints(run_dir):
@@ -222,16 +225,17 @@ def set_aside_newer_checkpoints(run_dir: Path, step: int, report=print) -> None:
             if target.exists():
                 shutil.rmtree(target)
             os.replace(folder, target)
-            report(f"moved the unusable checkpoint {folder.name} to {target}")
+            logger.warning(f"moved the unusable checkpoint {folder.name} to {target}")
 
 
-def find_resumable_checkpoint(run_dir: Path, report=print) -> Path | None:
-    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
+def find_resumable_checkpoint(run_dir: Path, report: bool = True) -> Path | None:
+    """The newest checkpoint that verifies; damaged newer ones are reported (with `report`) and skipped."""
     for folder in list_checkpoints(run_dir):
         problem = verify_complete(folder)
         if problem is None:
             return folder
-        report(f"checkpoint {folder} is unusable: {problem}; falling back to an earlier one")
+        if report:
+            logger.warning(f"checkpoint {folder} is unusable: {problem}; falling back to an earlier one")
     return None
 
 
@@ -380,7 +384,7 @@ class RunFolderBusy(RuntimeError):
     """Another live process holds the run folder's lock."""
 
 
-def acquire_run_lock(run_dir: Path, report=print) -> Path:
+def acquire_run_lock(run_dir: Path) -> Path:
     """Create RUN/.lock (pid and host) atomically, or refuse: two processes on one run folder would write the same
     checkpoint names and prune each other's. A lock whose process is gone (killed) on this host is taken over."""
     import socket
@@ -396,7 +400,7 @@ def acquire_run_lock(run_dir: Path, report=print) -> Path:
             except (OSError, json.JSONDecodeError):
                 holder = {}
             if holder.get("host") == owner["host"] and not process_alive(holder.get("pid")):
-                report(f"{path}: taking over the lock of process {holder.get('pid')}, which is no longer running")
+                logger.info(f"{path}: taking over the lock of process {holder.get('pid')}, which is no longer running")
                 path.unlink(missing_ok=True)
                 continue
             raise RunFolderBusy(

@@ -1,15 +1,23 @@
-"""The device peak that MFU is measured against, and the metrics log (metrics.jsonl + Accelerate trackers).
-A step's FLOPs are counted by the model classes (`training_flops`) and the objectives."""
+"""What a run reports while it trains: the device peak that MFU is measured against, the metrics log
+(metrics.jsonl + Accelerate's trackers) and the progress bar. A step's FLOPs are counted by the model classes
+(`training_flops`) and the objectives; a record's numbers by the log window (step_outcomes.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
 import time
 from pathlib import Path
 
 import torch
+
+from ..console import shows_progress
+from ..recipe.resume import flat_items
+
+logger = logging.getLogger(__name__)
 
 # Dense (no sparsity) peak TFLOP/s per device for the precisions we train in, from the vendors' datasheets.
 DOCUMENTED_PEAK_TFLOPS = {
@@ -53,6 +61,31 @@ def peak_tflops(device: torch.device, precision: str, override: float | None = N
             if model_name in name and documented_precision == key_precision:
                 return value, f"datasheet {model_name} {key_precision}"
     return math.nan, "unknown device: set train.peak_tflops"
+
+
+# ------------------------------------------------------------------------------------------------ trackers
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml"}
+
+
+def available_trackers(names: list[str]) -> list[str]:
+    """The trackers of output.log_with that are installed. Accelerate only warns when a tracker's package is
+    missing; say it plainly and go on without it."""
+    available = []
+    for name in names:
+        package = TRACKER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None and not (
+            name == "tensorboard" and importlib.util.find_spec("tensorboardX")
+        ):
+            logger.warning(f"output.log_with: {name!r} is not installed; logging to metrics.jsonl only.")
+            continue
+        available.append(name)
+    return available
+
+
+def tracker_config(recipe_dict: dict) -> dict:
+    """A nested recipe dict as dotted keys with scalar values, for the trackers' hyper-parameter tables."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flat_items(recipe_dict).items()}
 
 
 class MetricsLog:
@@ -104,7 +137,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return parse_metrics(path.read_text(encoding="utf-8", errors="replace"))[0]
 
 
-def truncate_metrics(path: Path, step: int, announce=print) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Keep the records up to `step` (those after the checkpoint a run resumes from will be logged again; -1 keeps
     none) and drop unreadable lines. Rewritten through a temporary file and a rename: a kill during the rewrite
     leaves the old file or the new one, never half of it."""
@@ -119,4 +152,29 @@ def truncate_metrics(path: Path, step: int, announce=print) -> None:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
     if unreadable:
-        announce(f"{path}: dropped {unreadable} unreadable line(s) (a write cut short by a kill or a full disk).")
+        logger.warning(f"{path}: dropped {unreadable} unreadable line(s) (a write cut short by a kill or a full disk).")
+
+
+# ------------------------------------------------------------------------------------------------ progress bar
+class ProgressBar:
+    """The run's progress in thousandths of its budget, with the last record's loss, lr and tokens/s (main process,
+    output.progress_bar, not --quiet; otherwise every call does nothing)."""
+
+    def __init__(self, enabled: bool, description: str = "pretraining"):
+        self.bar = None
+        if enabled and shows_progress():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=1000, desc=description, unit="‰",
+                            bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(self, record: dict, progress: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(min(int(progress * 1000), 1000) - self.bar.n)
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                             tok_s=f"{record['tokens_per_s']:,.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

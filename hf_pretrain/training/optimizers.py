@@ -1,4 +1,5 @@
-"""Muon for the hidden matrices, AdamW for everything else, in one optimizer (recipe `train.optimizer: muon`).
+"""The optimizer of a run: its named parameter groups (`build_optimizer`) and Muon for the hidden matrices with AdamW
+for everything else, in one optimizer (recipe `train.optimizer: muon`).
 
 Muon (Jordan et al. 2024; "Muon is Scalable for LLM Training", Liu et al. 2025) replaces each 2-D weight's update
 by the orthogonalized momentum (Newton-Schulz iterations), which in those reports reaches AdamW's loss with
@@ -17,6 +18,13 @@ import math
 
 import torch
 from torch.optim.adamw import adamw
+
+# The parameter groups, in the order a checkpoint's optimizer state is matched by (torch matches groups by position,
+# so this order never changes: a new group goes at the end). `encoder_*`: the encoder's part of a model whose
+# encoder learns at its own rate (train.encoder_lr_scale); `token_embedding`: the token embedding matrix at its own
+# rate (train.embedding_lr_scale); `muon`: hidden matrices that take Muon steps (train.optimizer=muon).
+GROUP_ORDER = ("decayed", "encoder_decayed", "not_decayed", "encoder_not_decayed", "muon", "encoder_muon",
+               "token_embedding", "encoder_token_embedding")
 
 # The quintic Newton-Schulz coefficients of Jordan's Muon (also torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -123,3 +131,65 @@ class MuonWithAdamW(torch.optim.Optimizer):
         adamw(parameters, [p.grad for p in parameters], exp_avgs, exp_avg_sqs, [], steps, fused=True,
               found_inf=found_inf, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+
+def build_optimizer(model: torch.nn.Module, train, fused: bool) -> torch.optim.Optimizer:
+    """AdamW (or MuonWithAdamW) over the named groups of GROUP_ORDER for the recipe's `train` section; each group
+    carries its `name`, `weight_decay` and `lr_scale` (the loop sets its lr to the step's lr x lr_scale).
+
+    Weight decay on matrices only (norm gains, biases and embeddings are not decayed). With `train.optimizer: muon`
+    the decayed matrices take Muon steps, except the output layer: Muon's authors keep the first and last layers on
+    AdamW. A tied output layer is the token embedding (AdamW already); an untied one is `get_output_embeddings()`,
+    and a matrix with a side of 1 (a one-logit head) is one too."""
+    roles = ParameterRoles(model, train)
+    members: dict[str, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            members.setdefault(roles.group_of(name, parameter), []).append(parameter)
+    groups = []
+    for name in GROUP_ORDER:
+        if name not in members:
+            continue
+        role = name.removeprefix("encoder_")
+        groups.append({
+            "name": name,
+            "params": members[name],
+            "weight_decay": train.weight_decay if role in ("decayed", "muon") else 0.0,
+            "lr_scale": ((train.encoder_lr_scale if name != role else 1.0)
+                         * (train.embedding_lr_scale if role == "token_embedding" else 1.0)),
+            **({"muon": True} if role == "muon" else {}),
+        })
+    if train.optimizer == "muon":
+        return MuonWithAdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, **extra)
+
+
+class ParameterRoles:
+    """Which group of GROUP_ORDER a parameter belongs to, by identity: the encoder's parameters (with tied
+    embeddings that includes the shared matrix), the token embedding (the decoder names it embed_tokens; tied, it
+    is also the output matrix) and the output layer."""
+
+    def __init__(self, model: torch.nn.Module, train):
+        self.train = train
+        self.encoder = set()
+        if train.encoder_lr_scale != 1.0:
+            self.encoder = {id(parameter) for parameter in model.get_encoder().parameters()}
+        try:
+            self.token_embedding = {id(parameter) for parameter in model.get_input_embeddings().parameters()}
+        except NotImplementedError:  # a model that reads float vectors has no token embedding
+            self.token_embedding = set()
+        self.output = set()
+        if train.optimizer == "muon" and hasattr(model, "get_output_embeddings") and model.get_output_embeddings():
+            self.output = {id(parameter) for parameter in model.get_output_embeddings().parameters()}
+
+    def group_of(self, name: str, parameter: torch.Tensor) -> str:
+        # Anything under an "embeddings" module (our encoder's positions, BERT-style embedding blocks) is not decayed.
+        decayed = parameter.ndim >= 2 and "embeddings" not in name and id(parameter) not in self.token_embedding
+        prefix = "encoder_" if id(parameter) in self.encoder else ""
+        if self.train.embedding_lr_scale != 1.0 and id(parameter) in self.token_embedding:
+            return prefix + "token_embedding"
+        if (self.train.optimizer == "muon" and decayed and parameter.ndim == 2 and min(parameter.shape) > 1
+                and id(parameter) not in self.output):
+            return prefix + "muon"
+        return prefix + ("decayed" if decayed else "not_decayed")

@@ -32,8 +32,8 @@ def test_a_dirty_jsonl_file_trains_and_the_report_counts_each_bad_row(tmp_path, 
 
     rows = len(good) + 4
     assert (f"train: {rows:,} documents in, {rows - 2:,} out: 1 empty, 0 missing and 1 malformed dropped; "
-            "1 had NUL bytes (removed), 1 had invalid UTF-8 (replaced with U+FFFD)") in result.stdout
-    assert f"(malformed: {path}:{len(lines)}: not valid JSON: Unterminated string" in result.stdout
+            "1 had NUL bytes (removed), 1 had invalid UTF-8 (replaced with U+FFFD)") in result.stderr
+    assert f"(malformed: {path}:{len(lines)}: not valid JSON: Unterminated string" in result.stderr
     assert sorted(step_losses(run_dir)) == [1, 2, 3, 4]
     assert (run_dir / "final" / "model.safetensors").is_file()
 
@@ -56,6 +56,6 @@ def test_a_csv_row_with_extra_fields_is_counted_not_silently_skipped(tmp_path, t
     result = run_cli(tmp_path, "pretrain", str(tiny_recipe), f"output.dir={run_dir}", "data.source=files",
                      f"data.train_files=[{path}]", "data.max_documents=null", "train.max_steps=2")
     rows = len(good) + 1
-    assert f"train: {rows:,} documents in, {rows - 1:,} out: 0 empty, 0 missing and 1 malformed dropped" in result.stdout
-    assert f"(malformed: {path}:53: expected 2 fields as in the header, found 3" in result.stdout
+    assert f"train: {rows:,} documents in, {rows - 1:,} out: 0 empty, 0 missing and 1 malformed dropped" in result.stderr
+    assert f"(malformed: {path}:53: expected 2 fields as in the header, found 3" in result.stderr
     assert sorted(step_losses(run_dir)) == [1, 2]

@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from hf_pretrain.data import packing, sources, streaming
+from hf_pretrain.data import cleaning, packing, sources, streaming
 
 DOCS = ["First document about parsing.", "Second one, about tokens.", "Third: 日本語 and العربية too.", "Fourth."]
 
@@ -119,7 +119,7 @@ def test_missing_and_non_string_values_in_structured_data(tmp_path):
     loaded = sources.load_text_sources(str(path))
     assert list(loaded.train["text"]) == ["fine", "café ok"]
     assert loaded.reports["train"].missing_dropped == 1 and loaded.reports["train"].empty_dropped == 1
-    assert sources.clean_text(42, 100) == ["42"] and sources.clean_text(None, 100) == []
+    assert cleaning.clean_text(42, 100) == ["42"] and cleaning.clean_text(None, 100) == []
 
 
 def test_validation_fraction_is_deterministic_by_seed_and_disjoint(tmp_path):

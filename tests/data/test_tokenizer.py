@@ -90,7 +90,7 @@ def test_vocabulary_rounding_and_fillers(small_corpus):
 
 
 def test_special_token_sets_per_objective(small_corpus):
-    dae = tok.train_tokenizer(small_corpus, kind="bpe", vocab_size=512, objective="dae")
+    dae = tok.train_tokenizer(small_corpus, kind="bpe", vocab_size=512, layout="encoder-decoder")
     assert dae.bos_token == "[BOS]" and dae.eos_token == "[EOS]" and dae.mask_token == "[MASK]"
     custom = tok.train_tokenizer(
         small_corpus.select(range(150)), kind="unigram", vocab_size=256,
@@ -109,7 +109,7 @@ def test_special_token_sets_per_objective(small_corpus):
         ({"special_tokens": {"pad_token": "[PAD]", "unk_token": "[UNK]", "start": "<s>"}}, "unknown role"),
         ({"special_tokens": {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}}, "pad_token"),
         ({"special_tokens": {"pad_token": "[PAD]", "unk_token": "[UNK]"}}, "boundary pair"),
-        ({"objective": "rtd"}, "objective='rtd'.*mlm, dae, clm"),
+        ({"layout": "rtd"}, "layout='rtd'.*encoder, encoder-decoder, decoder"),
     ],
 )
 def test_bad_arguments_are_named(arguments, message):

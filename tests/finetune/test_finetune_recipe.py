@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.cli import main
 from hf_pretrain.finetune import finetune_recipe_from_dict, load_finetune_recipe
 from hf_pretrain.recipe import RecipeError
 
@@ -36,7 +36,7 @@ def test_recipe_errors_name_key_value_and_allowed():
 
 
 def test_cli_without_model_fails_with_a_clear_message(capsys):
-    assert transfer_main(["finetune", "finetune-classification"]) == 2
+    assert main(["finetune", "finetune-classification"]) == 2
     assert "model is not set" in capsys.readouterr().err
 
 
@@ -55,7 +55,7 @@ def test_the_lora_flag_keeps_a_recipes_own_lora_settings(tmp_path, capsys):
     assert load_finetune_recipe(str(path), ["lora=null"]).lora is None
     # The flags are overrides, validated with the recipe once, before any work.
     out = tmp_path / "out"
-    assert transfer_main(["finetune", "finetune-classification", "model=some/model", f"output.dir={out}",
+    assert main(["finetune", "finetune-classification", "model=some/model", f"output.dir={out}",
                           "--lora", "--freeze-encoder"]) == 2
     assert "lora and freeze_encoder=true both limit what trains" in capsys.readouterr().err
     assert not out.exists()

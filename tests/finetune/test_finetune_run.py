@@ -11,7 +11,7 @@ import tiny_models
 import torch
 from finetune_helpers import QUIET, check_card, files_under, read_metrics, safetensors_state
 
-from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.cli import main
 from hf_pretrain.finetune import finetune, finetune_recipe_from_dict, load_finetune_recipe
 from hf_pretrain.recipe import RecipeError
 
@@ -22,7 +22,7 @@ def test_cli_pair_classification_with_compare_scratch(encoder_dir, tmp_path):
     train = tiny_models.write_jsonl(tmp_path / "train.jsonl", tiny_models.pair_rows(160, seed=1))
     dev = tiny_models.write_jsonl(tmp_path / "dev.jsonl", tiny_models.pair_rows(40, seed=2))
     out = tmp_path / "out"
-    code = transfer_main([
+    code = main([
         "finetune", "finetune-mrpc", f"model={encoder_dir}", "data.source=files", f"data.train_files={train}",
         f"data.validation_files={dev}", f"output.dir={out}", "train.epochs=2", "train.batch_size=16", *QUIET,
         "--compare-scratch",
@@ -65,7 +65,7 @@ def test_ner_through_the_cli_reports_entity_level_scores(encoder_dir, tmp_path):
     train = tiny_models.write_jsonl(tmp_path / "train.jsonl", tiny_models.ner_rows(240, seed=1))
     test = tiny_models.write_jsonl(tmp_path / "test.jsonl", tiny_models.ner_rows(60, seed=2))
     out = tmp_path / "out"
-    code = transfer_main([
+    code = main([
         "finetune", "finetune-ner", f"model={encoder_dir}", f"data.train_files={train}", f"data.test_files={test}",
         f"output.dir={out}", "train.epochs=8", "train.batch_size=16", "train.lr=3e-3",
         "train.early_stopping_patience=null", *QUIET,
@@ -175,7 +175,7 @@ def test_lora_trains_adapters_and_saves_a_merged_model(encoder_dir, sentiment_fi
     pytest.importorskip("peft")
     train, _ = sentiment_files
     out = tmp_path / "out"
-    code = transfer_main([
+    code = main([
         "finetune", "finetune-classification", f"model={encoder_dir}", "data.source=files",
         f"data.train_files={train}", f"output.dir={out}", "train.max_steps=6", "train.eval_every=3",
         "train.batch_size=16", "train.lr=1e-2", "lora.r=4", *QUIET,
@@ -226,7 +226,7 @@ def test_output_dir_refuses_a_pretraining_run_and_keeps_its_checkpoints(tmp_path
     (run / "checkpoints" / "step-20").mkdir(parents=True)
     (run / "checkpoints" / "step-20" / "COMPLETE").write_text("{}")
     before = files_under(run)
-    assert transfer_main(["finetune", "finetune-classification", f"model={run}", f"output.dir={run}", *QUIET]) == 2
+    assert main(["finetune", "finetune-classification", f"model={run}", f"output.dir={run}", *QUIET]) == 2
     error = capsys.readouterr().err
     assert f"output.dir={str(run)!r} holds checkpoints" in error and "allowed: a new or empty folder" in error
     assert files_under(run) == before  # refused before any work: not even recipe.yaml was rewritten
@@ -238,15 +238,15 @@ def test_output_dir_of_an_earlier_finetune_is_reused_but_not_a_users_file(encode
     out = tmp_path / "out"
     args = ["finetune", "finetune-classification", f"model={encoder_dir}", "data.source=files",
             f"data.train_files={train}", f"output.dir={out}", "train.max_steps=1", "train.eval_every=1", *QUIET]
-    assert transfer_main(args) == 0
-    assert transfer_main(args) == 0  # its own earlier output (the marker says so): replaced
+    assert main(args) == 0
+    assert main(args) == 0  # its own earlier output (the marker says so): replaced
     assert json.loads((out / ".hf_pretrain_output.json").read_text())["command"] == "finetune"
     # Its own earlier output, but also the model this run would read: replacing it would lose the model.
-    assert transfer_main([*args, f"model={out / 'model'}"]) == 2
+    assert main([*args, f"model={out / 'model'}"]) == 2
     assert f"holds {out / 'model'}, which this run fine-tunes from" in capsys.readouterr().err
     assert (out / "model" / "model.safetensors").is_file()
     (out / "notes.md").write_text("kept")
-    assert transfer_main(args) == 2
+    assert main(args) == 2
     assert f"output.dir={str(out)!r} holds notes.md" in capsys.readouterr().err
     assert (out / "notes.md").read_text() == "kept"
 
@@ -257,7 +257,7 @@ def test_finetune_never_runs_code_files_of_our_own_folder(encoder_dir, sentiment
     folder = tiny_models.tamper_code_files(shutil.copytree(encoder_dir, tmp_path / "tampered"))
     train, _ = sentiment_files
     out = tmp_path / "out"
-    assert transfer_main([
+    assert main([
         "finetune", "finetune-classification", f"model={folder}", "data.source=files", f"data.train_files={train}",
         f"output.dir={out}", "train.max_steps=1", "train.eval_every=1", *QUIET, "--compare-scratch",
     ]) == 0
@@ -271,14 +271,14 @@ def test_finetune_runs_a_foreign_models_code_only_with_trust_remote_code(sentime
     out = tmp_path / "out"
     args = ["finetune", "finetune-classification", f"model={folder}", "data.source=files",
             f"data.train_files={train}", f"output.dir={out}", *QUIET]
-    assert transfer_main(args) == 2
+    assert main(args) == 2
     error = capsys.readouterr().err
     assert "trust_remote_code=true" in error and "modeling_foreign.py" in error and str(folder) in error
     assert not out.exists()  # refused before any work
     with pytest.raises(RecipeError, match=r"trust_remote_code='maybe' is not allowed; it must be true/false"):
         finetune_recipe_from_dict({"trust_remote_code": "maybe"})
     with pytest.raises(RuntimeError, match=tiny_models.FOREIGN):  # asked for: its code runs (and here raises)
-        transfer_main([*args, "--trust-remote-code"])
+        main([*args, "--trust-remote-code"])
 
 
 def test_any_transformers_checkpoint_fine_tunes_with_its_own_inputs(tmp_path, sentiment_files):
@@ -318,7 +318,7 @@ def test_card_names_a_hub_base_model_and_hub_dataset_in_its_metadata(tmp_path):
     import yaml
     from transformers import RobertaConfig, RobertaForTokenClassification
 
-    from hf_pretrain.hub.card import write_finetuned_card
+    from hf_pretrain.hub.finetuned_card import write_finetuned_card
 
     tags = ["O", "B-LOC", "I-LOC"]
     out = tmp_path / "ner-run"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import tiny_models
 
-from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.cli import main
 from hf_pretrain.hub.embed import embed_texts, load_feature_model
 
 TEXTS = ["Alice read the report", "the parser returns a value", "Oslo", "a dull film with an awful plot in spring"]
@@ -20,7 +20,7 @@ def test_embed_text_lines_to_npy_in_input_order(mlm_run, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS[:2]) + "\n\n" + "\n".join(TEXTS[2:]) + "\n")  # the blank line is skipped
     out = tmp_path / "vectors.npy"
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(out)]) == 0  # a run folder: uses final/
+    assert main(["embed", str(mlm_run), str(source), "--out", str(out)]) == 0  # a run folder: uses final/
     vectors = np.load(out)
     assert vectors.shape == (4, 32) and vectors.dtype == np.float32
     model, tokenizer = load_feature_model(str(mlm_run / "final"))
@@ -35,7 +35,7 @@ def test_embed_jsonl_column_to_parquet_with_cls_pooling(mlm_run, tmp_path):
     source = tmp_path / "rows.jsonl"
     source.write_text("\n".join(json.dumps({"id": i, "body": t}) for i, t in enumerate(TEXTS)))
     out = tmp_path / "vectors.parquet"
-    code = transfer_main(["embed", str(mlm_run / "final"), str(source), "--out", str(out), "--column", "body",
+    code = main(["embed", str(mlm_run / "final"), str(source), "--out", str(out), "--column", "body",
                           "--pooling", "cls", "--normalize"])
     assert code == 0
     table = pq.read_table(out)
@@ -47,9 +47,9 @@ def test_embed_jsonl_column_to_parquet_with_cls_pooling(mlm_run, tmp_path):
 def test_embed_errors_name_the_problem(mlm_run, tmp_path, capsys):
     source = tmp_path / "rows.jsonl"
     source.write_text(json.dumps({"body": "x"}) + "\n")
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "v.npy")]) == 2
+    assert main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "v.npy")]) == 2
     assert "--column 'text' is not a key" in capsys.readouterr().err
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "v.csv")]) == 2
+    assert main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "v.csv")]) == 2
     assert "name a .npy or .parquet file" in capsys.readouterr().err
 
 
@@ -58,9 +58,9 @@ def test_embed_never_replaces_an_existing_file_unless_asked(mlm_run, tmp_path, c
     source.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "vectors.npy"
     out.write_bytes(b"someone else's data")
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(out)]) == 2
+    assert main(["embed", str(mlm_run), str(source), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"someone else's data"
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(out), "--overwrite"]) == 0
+    assert main(["embed", str(mlm_run), str(source), "--out", str(out), "--overwrite"]) == 0
     assert np.load(out).shape == (4, 32) and not list(tmp_path.glob(".tmp-*"))
 
 
@@ -90,8 +90,8 @@ def test_embed_never_runs_code_files_of_our_own_folder(mlm_run, tmp_path):
     folder = tiny_models.tamper_code_files(shutil.copytree(mlm_run / "final", tmp_path / "tampered"))
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS) + "\n")
-    assert transfer_main(["embed", str(folder), str(source), "--out", str(tmp_path / "v.npy")]) == 0
-    assert transfer_main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "clean.npy")]) == 0
+    assert main(["embed", str(folder), str(source), "--out", str(tmp_path / "v.npy")]) == 0
+    assert main(["embed", str(mlm_run), str(source), "--out", str(tmp_path / "clean.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), np.load(tmp_path / "clean.npy"))
 
 
@@ -100,9 +100,9 @@ def test_embed_runs_a_foreign_models_code_only_with_the_flag(tmp_path, capsys):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "v.npy"
-    assert transfer_main(["embed", str(folder), str(source), "--out", str(out)]) == 2
+    assert main(["embed", str(folder), str(source), "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "--trust-remote-code" in error and "configuration_foreign.py" in error and str(folder) in error
     assert not out.exists()
     with pytest.raises(RuntimeError, match=tiny_models.FOREIGN):  # asked for: its code runs (and here raises)
-        transfer_main(["embed", str(folder), str(source), "--out", str(out), "--trust-remote-code"])
+        main(["embed", str(folder), str(source), "--out", str(out), "--trust-remote-code"])

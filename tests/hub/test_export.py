@@ -14,7 +14,7 @@ import pytest
 import tiny_models
 from fake_hub import FakeHub
 
-from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.cli import main
 from hf_pretrain.folders import OUTPUT_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def finetune_metrics(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def mlm_export(mlm_run):
     finetune_metrics(mlm_run / "finetune-sst2" / "metrics.json")  # found inside the run folder
-    assert transfer_main(["export", str(mlm_run)]) == 0
+    assert main(["export", str(mlm_run)]) == 0
     return mlm_run / "export"
 
 
@@ -93,7 +93,7 @@ def test_a_continued_run_names_its_starting_checkpoint(tmp_path, init_from, in_m
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["model"]["init_from"] = init_from
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    assert transfer_main(["export", str(run)]) == 0
+    assert main(["export", str(run)]) == 0
     card = ModelCard.load(run / "export" / "README.md")
     assert card.data.base_model == (init_from if in_metadata else None)
     assert f"It was continued from `{init_from}`" in card.text and "from scratch" not in card.text
@@ -141,7 +141,7 @@ def test_export_loads_and_fine_tunes_in_a_process_without_hf_pretrain(mlm_export
 def test_dae_export_has_generation_config_and_encoder_only_export(dae_run):
     from huggingface_hub import ModelCard
 
-    assert transfer_main(["export", str(dae_run)]) == 0
+    assert main(["export", str(dae_run)]) == 0
     full = dae_run / "export"
     assert (full / "generation_config.json").is_file()
     card = ModelCard.load(full / "README.md")
@@ -154,7 +154,7 @@ def test_dae_export_has_generation_config_and_encoder_only_export(dae_run):
     assert card.data.pipeline_tag in SUPPORTED_TASKS
     states = pipeline(card.data.pipeline_tag, model=str(full), trust_remote_code=True)("A sentence to embed.")
     assert len(states[0]) > 1 and len(states[0][0]) == json.loads((full / "config.json").read_text())["hidden_size"]
-    assert transfer_main(["export", str(dae_run), "--encoder-only"]) == 0
+    assert main(["export", str(dae_run), "--encoder-only"]) == 0
     encoder = dae_run / "export-encoder"
     assert json.loads((encoder / "config.json").read_text())["model_type"] == "hf_pretrain_encoder"
     card = ModelCard.load(encoder / "README.md")
@@ -164,9 +164,9 @@ def test_dae_export_has_generation_config_and_encoder_only_export(dae_run):
 
 
 def test_export_errors_are_clear(tmp_path, mlm_run, capsys):
-    assert transfer_main(["export", str(tmp_path)]) == 2
+    assert main(["export", str(tmp_path)]) == 2
     assert "has no final/config.json" in capsys.readouterr().err
-    assert transfer_main(["export", str(mlm_run), "--encoder-only", "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", str(mlm_run), "--encoder-only", "--out", str(tmp_path / "x")]) == 2
     assert "--encoder-only is for denoising-autoencoder runs" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.tmp").exists()  # no half-written folder left
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".x")]  # nor its staging, whatever its name
@@ -183,7 +183,7 @@ def test_export_out_refuses_folders_it_did_not_write_and_replaces_its_own(mlm_ru
     parent = tmp_path / "parent"
     run = copy_run(mlm_run, parent / "run")
     (parent / "notes.txt").write_text("mine")
-    assert transfer_main(["export", str(run), "--out", str(parent)]) == 2
+    assert main(["export", str(run), "--out", str(parent)]) == 2
     error = capsys.readouterr().err
     assert f"--out {parent}" in error and "allowed: a new or empty folder" in error
     assert sorted(p.name for p in parent.iterdir()) == ["notes.txt", "run"]  # nothing removed, nothing staged
@@ -192,22 +192,22 @@ def test_export_out_refuses_folders_it_did_not_write_and_replaces_its_own(mlm_ru
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "data.csv").write_text("1,2\n")
-    assert transfer_main(["export", str(run), "--out", str(theirs)]) == 2
+    assert main(["export", str(run), "--out", str(theirs)]) == 2
     error = capsys.readouterr().err
     assert f"--out {theirs} holds data.csv" in error and OUTPUT_MARKER in error
     assert [p.name for p in theirs.iterdir()] == ["data.csv"]
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert transfer_main(["export", str(run), "--out", str(empty)]) == 0
+    assert main(["export", str(run), "--out", str(empty)]) == 0
     assert (empty / "model.safetensors").is_file()
     out = tmp_path / "export"
-    assert transfer_main(["export", str(run), "--out", str(out)]) == 0
-    assert transfer_main(["export", str(run), "--out", str(out)]) == 0  # its own earlier export: replaced
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", str(run), "--out", str(out)]) == 0  # its own earlier export: replaced
     assert json.loads((out / OUTPUT_MARKER).read_text())["command"] == "export"
     (out / "my-notes.md").write_text("kept")
     capsys.readouterr()
-    assert transfer_main(["export", str(run), "--out", str(out)]) == 2
+    assert main(["export", str(run), "--out", str(out)]) == 2
     assert f"--out {out} holds my-notes.md" in capsys.readouterr().err
     assert (out / "my-notes.md").read_text() == "kept" and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "export", "parent", "theirs"]
@@ -217,7 +217,7 @@ def test_a_failed_rewrite_of_an_export_keeps_the_earlier_copy(mlm_run, tmp_path,
     """The new export is built aside and swapped in; when moving it into place fails (a full disk, say), the
     earlier export is still there, whole."""
     out = tmp_path / "export"
-    assert transfer_main(["export", str(mlm_run), "--out", str(out)]) == 0
+    assert main(["export", str(mlm_run), "--out", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     from hf_pretrain import folders
 
@@ -230,7 +230,7 @@ def test_a_failed_rewrite_of_an_export_keeps_the_earlier_copy(mlm_run, tmp_path,
         return replace(source, target)
 
     monkeypatch.setattr(folders.os, "replace", rename_failing_once_onto_out)
-    assert transfer_main(["export", str(mlm_run), "--out", str(out)]) == 2
+    assert main(["export", str(mlm_run), "--out", str(out)]) == 2
     assert failed  # the new copy was complete and about to take the old one's place
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging or set-aside copy left
@@ -246,12 +246,12 @@ def test_export_never_runs_code_files_of_the_run_folder(mlm_run, tmp_path, capsy
     run = copy_run(mlm_run, tmp_path / "run")
     tiny_models.tamper_code_files(run / "final")
     # Edited after the run finished: final/'s COMPLETE marker no longer matches, and export refuses it.
-    assert transfer_main(["export", str(run)]) == 2
+    assert main(["export", str(run)]) == 2
     assert "does not match its recorded sha256" in capsys.readouterr().err and not (run / "export").exists()
     # Even edited by someone who also rewrote the marker, the folder's code never runs.
     (run / "final" / "COMPLETE").unlink()
     write_complete_marker(run / "final")
-    assert transfer_main(["export", str(run)]) == 0
+    assert main(["export", str(run)]) == 0
     export, installed = run / "export", Path(hf_pretrain.models.__file__).parent
     for name in ("configuration_pretrain_encoder.py", "modeling_pretrain_encoder.py", "layers.py"):
         assert (export / name).read_text() == (installed / name).read_text(), name
@@ -262,7 +262,7 @@ def test_export_never_runs_code_files_of_the_run_folder(mlm_run, tmp_path, capsy
 
 def test_push_offline_fails_fast(mlm_run, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert transfer_main(["export", str(mlm_run), "--out", str(mlm_run / "unused"), "--push-to-hub", "me/tiny"]) == 2
+    assert main(["export", str(mlm_run), "--out", str(mlm_run / "unused"), "--push-to-hub", "me/tiny"]) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
     assert not (mlm_run / "unused").exists()  # it failed before doing the export work
 
@@ -270,7 +270,7 @@ def test_push_offline_fails_fast(mlm_run, capsys, monkeypatch):
 PUSH_SCRIPT = textwrap.dedent(
     """
     import sys
-    from hf_pretrain.cli_transfer import main
+    from hf_pretrain.cli import main
     sys.exit(main(["export", sys.argv[1], "--out", sys.argv[2], "--push-to-hub", "me/tiny-mlm", "--private"]))
     """
 )

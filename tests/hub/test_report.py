@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from hf_pretrain.cli_transfer import main as transfer_main
+from hf_pretrain.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -14,7 +14,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_report_writes_pngs_and_markdown(mlm_run, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
-    assert transfer_main(["report", str(mlm_run), "--out", str(out)]) == 0
+    assert main(["report", str(mlm_run), "--out", str(out)]) == 0
     for name in ("loss.png", "lr.png", "throughput.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     markdown = (out / "report.md").read_text()
@@ -26,12 +26,12 @@ def test_report_writes_pngs_and_markdown(mlm_run, tmp_path):
 def test_report_without_matplotlib_says_how_to_get_plots(mlm_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     out = tmp_path / "report"
-    assert transfer_main(["report", str(mlm_run), "--out", str(out)]) == 0
+    assert main(["report", str(mlm_run), "--out", str(out)]) == 0
     assert not list(out.glob("*.png"))
     assert "pip install matplotlib" in (out / "report.md").read_text()
     assert "pip install matplotlib" in capsys.readouterr().err
 
 
 def test_report_on_a_folder_that_is_not_a_run(tmp_path, capsys):
-    assert transfer_main(["report", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path)]) == 2
     assert "has no metrics.jsonl" in capsys.readouterr().err

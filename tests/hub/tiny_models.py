@@ -23,11 +23,11 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS + NAMES + CITIES) for _ in range(rng.randint(4, 12))) for _ in range(count)]
 
 
-def make_tokenizer(objective: str = "mlm"):
+def make_tokenizer(layout: str = "encoder"):
     from hf_pretrain.data.tokenizer import train_tokenizer
 
     texts = sentences(400) + [" ".join(NAMES + CITIES + WORDS)] * 3
-    return train_tokenizer(texts, kind="wordpiece", vocab_size=128, objective=objective, model_max_length=64,
+    return train_tokenizer(texts, kind="wordpiece", vocab_size=128, layout=layout, model_max_length=64,
                            min_frequency=1)
 
 
@@ -59,7 +59,7 @@ def save_decoder(folder: Path, seed: int = 0) -> Path:
 
     from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
 
-    tokenizer = make_tokenizer("clm")
+    tokenizer = make_tokenizer("decoder")
     config = PretrainDecoderConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
@@ -76,7 +76,7 @@ def save_dae(folder: Path, seed: int = 0) -> Path:
 
     from hf_pretrain import PretrainDAEConfig, PretrainDAEForDenoising
 
-    tokenizer = make_tokenizer("dae")
+    tokenizer = make_tokenizer("encoder-decoder")
     config = PretrainDAEConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, decoder_layers=1, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,

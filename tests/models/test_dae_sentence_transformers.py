@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_folder(folder: Path, cls, pooling: str, sentence_pooling: str = "bottleneck") -> Path:
-    tokenizer = make_tokenizer("dae")
+    tokenizer = make_tokenizer("encoder-decoder")
     config = PretrainDAEConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, decoder_layers=1, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,

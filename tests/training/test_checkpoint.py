@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_keeps_only_the_last_k(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate_weights", "remove_marker", "flip_byte", "half_written"])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog):
     model = tiny_model()
     optimizer = trained_optimizer(model)
     save_checkpoint(tmp_path, model, None, optimizer, TrainerState(step=1), keep_last=3, recipe_yaml=RECIPE)
@@ -95,8 +96,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     else:  # a kill during the write leaves a temporary folder that must never be picked
         (newest.parent / ".tmp-step-00000003").mkdir()
         (newest.parent / ".tmp-step-00000003" / "trainer_state.json").write_text(json.dumps({"step": 3}))
-    messages = []
-    found = find_resumable_checkpoint(tmp_path, report=messages.append)
+    caplog.set_level(logging.WARNING, logger="hf_pretrain")
+    found = find_resumable_checkpoint(tmp_path)
+    messages = [record.getMessage() for record in caplog.records]
     if damage == "half_written":
         assert found == newest and not messages
     else:
@@ -162,7 +164,7 @@ def test_pruning_goes_by_step_not_by_name(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-100", "step-00000010"]
 
 
-def test_the_run_lock_refuses_a_live_process_and_takes_over_a_dead_ones(tmp_path):
+def test_the_run_lock_refuses_a_live_process_and_takes_over_a_dead_ones(tmp_path, caplog):
     import json
     import socket
     import subprocess
@@ -176,9 +178,9 @@ def test_the_run_lock_refuses_a_live_process_and_takes_over_a_dead_ones(tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
-    messages = []
-    lock = acquire_run_lock(tmp_path, report=messages.append)  # the holder is gone: a stale lock
-    assert "no longer running" in messages[0]
+    caplog.set_level(logging.INFO, logger="hf_pretrain")
+    lock = acquire_run_lock(tmp_path)  # the holder is gone: a stale lock
+    assert "no longer running" in caplog.records[-1].getMessage()
     assert json.loads(lock.read_text())["pid"] == os.getpid()
     release_run_lock(lock)
     assert not lock.exists()

@@ -54,7 +54,7 @@ def texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def clm_tokenizer(texts):
-    return train_tokenizer(texts, kind="bpe", vocab_size=320, objective="clm", model_max_length=64)
+    return train_tokenizer(texts, kind="bpe", vocab_size=320, layout="decoder", model_max_length=64)
 
 
 @pytest.fixture()
@@ -101,7 +101,7 @@ def test_tiny_clm_run_trains_and_generates_through_the_cli(tmp_path, tiny_clm):
     assert [losses[s] for s in range(1, 6)] == pytest.approx(GOLDEN_FIRST_LOSSES, abs=2e-4)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_eval"]["loss"] < summary["initial_eval"]["loss"]
-    assert "perplexity" in result.stdout and "per-document positions" in result.stdout
+    assert "perplexity" in result.stdout and "per-document positions" in result.stderr
     assert "next-token accuracy" in result.stdout
     model = transformers.AutoModelForCausalLM.from_pretrained(run_dir / "final")
     assert type(model).__name__ == "PretrainDecoderForCausalLM"
@@ -190,7 +190,7 @@ def test_clm_continue_through_the_cli_keeps_the_class(family, clm_tokenizer, tmp
     result = run_cli(tmp_path, "pretrain", "clm-continue", f"model.init_from={folder}", f"tokenizer.path={folder}",
                      f"output.dir={run_dir}", "data.max_documents=200", "data.block_size=32", "train.batch_size=4",
                      "train.max_steps=2", "train.eval_batches=1", "output.log_with=[]", "output.progress_bar=false")
-    assert "rows of concatenated documents as run_clm.py makes them" in result.stdout
+    assert "rows of concatenated documents as run_clm.py makes them" in result.stderr
     assert sorted(step_losses(run_dir)) == [1, 2]
     config = json.loads((run_dir / "final" / "config.json").read_text())
     assert config["architectures"] == [type(transformers.AutoModelForCausalLM.from_pretrained(folder)).__name__]

@@ -11,6 +11,7 @@ DeBERTa-v2, ModernBERT and ours, each a tiny checkpoint made here with a tokeniz
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from hf_pretrain.data.builtin import load_builtin_corpus
 from hf_pretrain.data.masking import MaskingCollator
 from hf_pretrain.data.packing import pack_dataset
 from hf_pretrain.data.tokenizer import train_tokenizer
-from hf_pretrain.training.objectives import MaskedPositionsHead, packing_plan
+from hf_pretrain.training.objectives.continued import MaskedPositionsHead, packing_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pretrain_cli import run_cli, step_losses  # noqa: E402
@@ -134,9 +135,9 @@ def test_mlm_continue_through_the_cli_keeps_the_class_and_the_tokenizer(family, 
                      "train.batch_size=4", "train.max_steps=2", "train.eval_every=100", "train.eval_batches=1",
                      "train.save_every=100", "output.log_with=[]", "output.progress_bar=false")
     plan = "per-document positions" if family == "hf_pretrain" else "rows of concatenated documents"
-    assert "packing: " in result.stdout and plan in result.stdout
+    assert "packing: " in result.stderr and plan in result.stderr
     if family == "deberta-v2":  # no SDPA path in transformers: the family's own default, said in the log
-        assert "model.attn_implementation='sdpa' is not available for DebertaV2ForMaskedLM" in result.stdout
+        assert "model.attn_implementation='sdpa' is not available for DebertaV2ForMaskedLM" in result.stderr
     assert sorted(step_losses(run_dir)) == [1, 2]
     final = run_dir / "final"
     start_config = json.loads((folder / "config.json").read_text())
@@ -175,23 +176,22 @@ def test_whole_word_masking_with_each_tokenizer_kind(kind, marker, texts):
 
 
 # ----------------------------------------------------------------------------------------------- domain words
-def test_added_domain_words_start_as_the_mean_of_their_pieces(texts, tmp_path):
+def test_added_domain_words_start_as_the_mean_of_their_pieces(texts, tmp_path, caplog):
     from hf_pretrain.recipe import TokenizerSection
     from hf_pretrain.data.pipeline import DOMAIN_WORDS_FILE, add_domain_words
-    from hf_pretrain.training.objectives import init_domain_rows
+    from hf_pretrain.training.objectives.continued import init_domain_rows
 
     folder = make_checkpoint("roberta", texts, tmp_path / "start")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     before = len(tokenizer)
-    messages = []
     import datasets
 
+    caplog.set_level(logging.INFO, logger="hf_pretrain")
     corpus = datasets.Dataset.from_dict({"text": texts})  # the training split, as the objective has it
-    add_domain_words(tokenizer, corpus, TokenizerSection(path=str(folder), add_tokens=6), tmp_path / "tok",
-                     messages.append)
+    add_domain_words(tokenizer, corpus, TokenizerSection(path=str(folder), add_tokens=6), tmp_path / "tok")
     extended = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
     records = json.loads((tmp_path / "tok" / DOMAIN_WORDS_FILE).read_text())
-    assert len(extended) == before + 6 == before + len(records) and "added 6 domain words" in messages[0]
+    assert len(extended) == before + 6 == before + len(records) and "added 6 domain words" in caplog.text
     model = transformers.RobertaForMaskedLM.from_pretrained(folder)
     old_rows = model.get_input_embeddings().weight.detach().clone()
     model.resize_token_embeddings(len(extended))
@@ -214,7 +214,7 @@ def test_add_tokens_through_the_cli_leaves_a_tokenizer_and_model_that_agree(fami
                      "tokenizer.add_tokens=5", f"output.dir={run_dir}", f"data.block_size={BLOCK}",
                      "data.max_documents=200", "train.batch_size=4", "train.max_steps=2", "train.eval_every=100",
                      "train.eval_batches=1", "train.save_every=100", "output.log_with=[]", "output.progress_bar=false")
-    assert "tokenizer.add_tokens: added 5 domain words" in result.stdout
+    assert "tokenizer.add_tokens: added 5 domain words" in result.stderr
     final = run_dir / "final"
     tokenizer = transformers.AutoTokenizer.from_pretrained(final)
     model = transformers.AutoModelForMaskedLM.from_pretrained(final)

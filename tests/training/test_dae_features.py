@@ -74,9 +74,9 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 def test_digits_by_default_eval_mse_goes_down(tmp_path, tiny_recipe, capsys):
     run_dir = tmp_path / "digits"
     assert pretrain(tiny_recipe, run_dir) == 0
-    out = capsys.readouterr().out
-    assert "scikit-learn digits: 1,797 8x8 images" in out and "train 1,617, validation 180 vectors" in out
-    assert "eval reconstruction MSE" in out
+    captured = capsys.readouterr()
+    assert "scikit-learn digits: 1,797 8x8 images" in captured.err and "train 1,617, validation 180 vectors" in captured.err
+    assert "reconstruction MSE, noisy input" in captured.out and "R^2" in captured.out
     before, after = summary(run_dir)["initial_eval"], summary(run_dir)["final_eval"]
     assert {"loss", "mse", "clean_mse", "baseline_mse", "r2"} <= set(after)
     assert after["mse"] < before["mse"] and after["clean_mse"] < before["clean_mse"]
@@ -103,15 +103,14 @@ def test_own_npy_vectors_train_and_the_final_folder_loads_with_automodel(tmp_pat
     assert outputs.reconstruction.shape == (5, 12)
 
     # Export (no tokenizer to copy) writes a card that describes vectors, not text; embedding text refuses it.
-    from hf_pretrain.cli_transfer import main as transfer_main
-
-    assert transfer_main(["export", str(run_dir)]) == 0
+    
+    assert main(["export", str(run_dir)]) == 0
     card = (run_dir / "export" / "README.md").read_text()
     assert "mean squared error" in card and "local feature vectors" in card and "torch.rand(2, 12)" in card
     assert "masked language modeling" not in card and not (run_dir / "export" / "tokenizer_config.json").exists()
     texts = tmp_path / "texts.txt"
     texts.write_text("one\ntwo\n")
-    assert transfer_main(["embed", str(run_dir), str(texts), "--out", str(tmp_path / "v.npy")]) == 2
+    assert main(["embed", str(run_dir), str(texts), "--out", str(tmp_path / "v.npy")]) == 2
 
 
 @pytest.mark.parametrize(
@@ -128,8 +127,8 @@ def test_own_npy_vectors_train_and_the_final_folder_loads_with_automodel(tmp_pat
         (["features.source=mnist"], "features.source='mnist' is not allowed; choose one of 'digits', 'files'"),
         (["data.block_size=64"], "data.block_size=64: objective 'dae-features' reads float vectors, not text"),
         (["objective=mlm", "features.mask_rate=0.5"],
-         "features.mask_rate=0.5: the features section is for objective 'dae-features' (float vectors); this "
-         "recipe's objective is 'mlm'"),
+         "features.mask_rate=0.5: the features section is read by objective dae-features only; objective 'mlm' "
+         "would ignore it"),
     ],
     ids=["tokens-do-not-divide", "missing-file", "positions", "files-without-paths", "mask-rate", "source",
          "text-section", "features-on-mlm"],
@@ -155,7 +154,7 @@ def test_a_rerun_resumes_from_the_checkpoint_exactly(tmp_path, tiny_recipe, low_
     assert state["epoch"] == 1 and state["batches_in_epoch"] == 4  # 48 vectors / 8 = 6 micro-batches per epoch
     capsys.readouterr()
     assert pretrain(tiny_recipe, resumed, *settings, "train.max_steps=12") == 0
-    assert "resumed from" in capsys.readouterr().out
+    assert "resumed from" in capsys.readouterr().err
     assert step_losses(resumed) == step_losses(reference)
     weights, expected = load_file(str(resumed / "final" / "model.safetensors")), load_file(
         str(reference / "final" / "model.safetensors"))
@@ -180,7 +179,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_recipe, low_rank_npy, capsy
     assert not (resumed / "final").exists()
     capsys.readouterr()
     assert pretrain(tiny_recipe, resumed, *settings) == 0
-    assert "resumed from" in capsys.readouterr().out
+    assert "resumed from" in capsys.readouterr().err
     assert step_losses(resumed) == step_losses(reference)
     weights, expected = load_file(str(resumed / "final" / "model.safetensors")), load_file(
         str(reference / "final" / "model.safetensors"))

@@ -6,6 +6,7 @@ centre); the encoder's own lr."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -103,16 +104,18 @@ def test_several_non_finite_steps_in_a_row_stop_the_run_with_the_last_good_check
 
 
 @pytest.mark.parametrize("objective", ["mlm", "mlm-streaming", "dae"])
-def test_spectral_embedding_init_sets_the_rows_of_corpus_tokens_before_step_one(tmp_path, objective):
+def test_spectral_embedding_init_sets_the_rows_of_corpus_tokens_before_step_one(tmp_path, objective, caplog):
+    caplog.set_level(logging.INFO, logger="hf_pretrain")
+
     def embeddings(embedding_init):
         recipe = tiny_recipe(tmp_path / f"{objective}-{embedding_init}")
         recipe.objective = objective.removesuffix("-streaming")
         recipe.data.streaming = objective.endswith("-streaming")
         recipe.model.embedding_init = embedding_init
-        messages = []
-        run = Pretraining(recipe, announce=messages.append)
+        caplog.clear()
+        run = Pretraining(recipe)
         weight = run.accelerator.unwrap_model(run.model).get_input_embeddings().weight.detach().clone()
-        return weight, run.objective.tokenizer, messages
+        return weight, run.objective.tokenizer, [record.getMessage() for record in caplog.records]
 
     random_rows, tokenizer, _ = embeddings("random")
     spectral_rows, _, messages = embeddings("spectral")
@@ -185,17 +188,22 @@ def test_the_default_tracker_writes_tensorboard_events(tmp_path):
     expected = [(r["step"], r["loss"]) for r in records if "loss" in r and "skipped" not in r]
     assert [step for step, _ in logged] == [step for step, _ in expected] == [1, 2, 3]
     np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6)
+    # Every record reaches the trackers: the eval before the first step too, at step 0.
+    evals = [(event.step, event.value) for event in with_loss[0].Scalars("eval/loss")]
+    expected_evals = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
+    assert [step for step, _ in evals] == [step for step, _ in expected_evals] == [0, 3]
+    np.testing.assert_allclose([v for _, v in evals], [v for _, v in expected_evals], rtol=1e-6)
 
 
 def test_token_embeddings_are_not_weight_decayed_whatever_their_name(tmp_path):
     """Our encoder names its matrix tok_embeddings, the decoder embed_tokens (tied to its output matrix)."""
     from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
-    from hf_pretrain.training.loop import build_optimizer
+    from hf_pretrain.training.optimizers import build_optimizer
 
     config = PretrainDecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                    intermediate_size=32, max_position_embeddings=16)
     model = PretrainDecoderForCausalLM(config)
-    optimizer = build_optimizer(model, tiny_recipe(tmp_path, weight_decay=0.1), fused=False)
+    optimizer = build_optimizer(model, tiny_recipe(tmp_path, weight_decay=0.1).train, fused=False)
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     assert id(model.get_input_embeddings().weight) not in decayed
     assert id(model.model.layers[0].mlp.up_proj.weight) in decayed
@@ -207,15 +215,16 @@ def test_embedding_lr_scale_gives_the_token_embedding_its_own_lr(tmp_path, optim
     trained for 3 steps at a scale of 1e-6 it stays where it started, to within lr x 1e-6 per step, while the
     layers move; at the default of 1 the groups are those of before the setting existed."""
     from hf_pretrain.models import PretrainDecoderConfig, PretrainDecoderForCausalLM
-    from hf_pretrain.training.loop import build_optimizer
+    from hf_pretrain.training.optimizers import build_optimizer
 
     config = PretrainDecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                    intermediate_size=32, max_position_embeddings=16)
     model = PretrainDecoderForCausalLM(config)
     embedding = model.get_input_embeddings().weight
-    default = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer), fused=False)
+    default = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer).train, fused=False)
     assert all(group["lr_scale"] == 1.0 for group in default.param_groups)
-    scaled = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer, embedding_lr_scale=0.25), fused=False)
+    scaled = build_optimizer(model, tiny_recipe(tmp_path, optimizer=optimizer, embedding_lr_scale=0.25).train,
+                             fused=False)
     own = [group for group in scaled.param_groups if any(p is embedding for p in group["params"])]
     assert len(own) == 1 and own[0]["params"] == [embedding] and own[0]["lr_scale"] == 0.25
     assert own[0]["weight_decay"] == 0.0 and not own[0].get("muon", False)
@@ -238,7 +247,7 @@ def test_a_deepspeed_launch_is_refused_before_any_work(tmp_path, monkeypatch):
     """DeepSpeed has not run with this loop: `accelerate launch` with a DeepSpeed config (it sets
     ACCELERATE_USE_DEEPSPEED) stops at setup with one line pointing to FSDP2 or DDP; nothing is written."""
     from hf_pretrain.recipe import RecipeError
-    from hf_pretrain.training.loop import refuse_unverified_engine
+    from hf_pretrain.training.devices import refuse_unverified_engine
 
     refuse_unverified_engine(False)
     with pytest.raises(RecipeError, match="distributed_type=DEEPSPEED is not supported") as error:
@@ -284,7 +293,7 @@ def test_fp16_skips_keep_the_grad_scaler_usable_and_leave_adamw_untouched():
     from accelerate import Accelerator
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from hf_pretrain.training.loop import FP16_OVERFLOW, NON_FINITE, next_bad_streak, step_or_skip
+    from hf_pretrain.training.step_outcomes import FP16_OVERFLOW, NON_FINITE, next_bad_streak, step_or_skip
 
     Accelerator(cpu=True)
     torch.manual_seed(0)
@@ -331,7 +340,7 @@ def test_resume_position_moves_to_the_same_example_or_refuses(tmp_path):
 
     from hf_pretrain.recipe import RecipeError
     from hf_pretrain.training.checkpoint import TrainerState
-    from hf_pretrain.training.loop import resume_position
+    from hf_pretrain.training.resume import resume_position
 
     step = Path("step-00000005")
     saved = TrainerState(step=5, epoch=1, batches_in_epoch=5, num_processes=2, batch_size=4)  # row 40

@@ -68,7 +68,7 @@ class Recorder(Pretraining):  # the lr each rank trains every micro-batch with
         self.lrs.append(self.optimizer.param_groups[0]["lr"])
         return super().forward_loss(batch, items_in_step)
 
-run = Recorder(load_recipe(sys.argv[1], sys.argv[3:]), announce=lambda *_: None)
+run = Recorder(load_recipe(sys.argv[1], sys.argv[3:]))
 run.lrs = []
 run.run()
 model = run.accelerator.unwrap_model(run.model)

@@ -116,7 +116,7 @@ def test_a_reloaded_state_dict_continues_exactly():
 
 def test_build_optimizer_gives_muon_the_hidden_matrices_only(tmp_path):
     from hf_pretrain.recipe import recipe_from_dict
-    from hf_pretrain.training.loop import build_optimizer
+    from hf_pretrain.training.optimizers import build_optimizer
 
     recipe = recipe_from_dict({"objective": "clm", "train": {"optimizer": "muon", "weight_decay": 0.1, "max_steps": 1},
                                "output": {"dir": str(tmp_path)}})
@@ -124,7 +124,7 @@ def test_build_optimizer_gives_muon_the_hidden_matrices_only(tmp_path):
         config = PretrainDecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                        intermediate_size=32, max_position_embeddings=16, tie_word_embeddings=tied)
         model = PretrainDecoderForCausalLM(config)
-        optimizer = build_optimizer(model, recipe, fused=False)
+        optimizer = build_optimizer(model, recipe.train, fused=False)
         assert isinstance(optimizer, MuonWithAdamW)
         muon = {id(p) for group in optimizer.param_groups if group["muon"] for p in group["params"]}
         names = {name for name, p in model.named_parameters() if id(p) in muon}

@@ -206,7 +206,7 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer, objec
     assert state["epoch"] >= 1 and state["batches_in_epoch"] > 0, state  # the kill was mid-epoch, not in epoch 0
 
     result = run_cli(tmp_path, *command[3:])
-    assert "resumed from" in result.stdout
+    assert "resumed from" in result.stderr
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))
 
@@ -221,8 +221,8 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ti
     weights = newest / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])  # a torn write
     result = run_cli(tmp_path, "pretrain", str(tiny_recipe), *settings)
-    assert "step-00000008 is unusable" in result.stdout and "falling back" in result.stdout
-    assert "resumed from" in result.stdout and "step-00000004" in result.stdout
+    assert "step-00000008 is unusable" in result.stderr and "falling back" in result.stderr
+    assert "resumed from" in result.stderr and "step-00000004" in result.stderr
     assert step_losses(run_dir) == reference_losses  # steps 5-8 were trained again, identically
     assert_same_weights(final_weights(run_dir), reference_weights)
 
@@ -265,7 +265,7 @@ def test_recipe_errors_stop_before_any_work(tmp_path, tiny_recipe, monkeypatch, 
 
 
 def test_quickstart_table_names_the_label_budget_and_the_gain():
-    from hf_pretrain.cli import quickstart_table
+    from hf_pretrain.cli.pretraining import quickstart_table
 
     tuned = {"train_examples": 256, "runs": {"pretrained": {"test": {"accuracy": 0.74, "f1": 0.73}},
                                              "scratch": {"test": {"accuracy": 0.652, "f1": 0.64}}}}
@@ -297,7 +297,7 @@ def test_a_torn_metrics_line_blocks_neither_resume_nor_report(tmp_path, tiny_rec
     report = run_cli(tmp_path, "report", str(run_dir))
     assert report.returncode == 0
     result = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings)
-    assert "dropped 1 unreadable line" in result.stdout and "resumed from" in result.stdout
+    assert "dropped 1 unreadable line" in result.stderr and "resumed from" in result.stderr
     losses = step_losses(run_dir)  # parses every line: the torn one is gone
     assert sorted(losses) == list(range(1, 9)) and all(losses[s] == reference[s] for s in range(1, 7))
 
@@ -319,13 +319,13 @@ def test_a_rerun_with_another_recipe_is_refused_naming_the_keys(tmp_path, tiny_r
 
     # A longer budget is a change a resume can take: allowed and said.
     longer = run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=6")
-    assert "changed settings: train.max_steps: 4 -> 6" in longer.stdout and "resumed from" in longer.stdout
+    assert "changed settings: train.max_steps: 4 -> 6" in longer.stderr and "resumed from" in longer.stderr
     assert sorted(step_losses(run_dir)) == list(range(1, 7))
 
     # --restart moves the earlier run aside (nothing deleted) and trains from step 0 with the new recipe.
     restarted = run_cli(tmp_path, "pretrain", recipe, f"output.dir={run_dir}", "train.max_steps=4", "train.lr=1e-2",
                         "--restart")
-    assert "resumed from" not in restarted.stdout
+    assert "resumed from" not in restarted.stderr
     moved = [p for p in run_dir.iterdir() if p.name.startswith("replaced-")]
     assert len(moved) == 1 and (moved[0] / "final" / "model.safetensors").is_file()
     assert sorted(step_losses(moved[0])) == list(range(1, 7))
@@ -369,7 +369,7 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_exactly(tmp_
     assert 5 <= stopped_at < 24 and max(step_losses(run_dir)) == stopped_at
 
     result = run_cli(tmp_path, *command[3:])
-    assert f"resumed from {saved[0]}" in result.stdout
+    assert f"resumed from {saved[0]}" in result.stderr
     assert step_losses(run_dir) == step_losses(reference)
     assert_same_weights(final_weights(run_dir), final_weights(reference))
 
@@ -390,7 +390,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, tiny_recip
     # The first process was killed (SIGKILL: no chance to clean up): its lock is stale and taken over. It saved
     # no checkpoint, so this run starts from step 0.
     third = run_cli(tmp_path, *command[3:-2], "train.max_steps=2", "train.save_every=1000")
-    assert "no longer running" in third.stdout and sorted(step_losses(run_dir)) == [1, 2]
+    assert "no longer running" in third.stderr and sorted(step_losses(run_dir)) == [1, 2]
 
 
 def test_a_corrupt_newer_checkpoint_cannot_evict_the_good_ones(tmp_path, tiny_recipe_fixed_tokenizer):
@@ -403,7 +403,7 @@ def test_a_corrupt_newer_checkpoint_cannot_evict_the_good_ones(tmp_path, tiny_re
     (damaged / "trainer_state.json").write_text("{}")
     result = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), *settings[:-1], "train.keep_last=1",
                      "train.max_steps=12")
-    assert "step-00000008 is unusable" in result.stdout
+    assert "step-00000008 is unusable" in result.stderr
     assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == ["step-00000012"]
     assert (run_dir / "checkpoints" / ".unusable-step-00000008").is_dir()  # set aside for inspection, not deleted
 
@@ -423,6 +423,6 @@ def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recip
     )
     kill_when_step_logged(process, resumed / "metrics.jsonl", step=9)
     result = run_cli(tmp_path, *command[3:])
-    assert "resumed from" in result.stdout
+    assert "resumed from" in result.stderr
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))

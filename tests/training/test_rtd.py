@@ -6,6 +6,7 @@ an ordinary encoder checkpoint, the generator as a fill-mask model."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ GOLDEN_FIRST_LOSSES = [40.7151, 40.7455, 39.0594, 36.8175, 35.2886]
 @pytest.fixture(scope="module")
 def tokenizer():
     texts = load_builtin_corpus()["text"][:300]
-    return train_tokenizer(texts, kind="bpe", vocab_size=320, objective="mlm", model_max_length=64)
+    return train_tokenizer(texts, kind="bpe", vocab_size=320, layout="encoder", model_max_length=64)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_recipe_rules_for_rtd(tmp_path, tiny_rtd):
 
 
 # ----------------------------------------------------------------------------------------------- the real CLI
-def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(tmp_path, tiny_rtd, capsys):
+def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(tmp_path, tiny_rtd, caplog):
     run_dir = tmp_path / "run"
     result = run_cli(tmp_path, "pretrain", str(tiny_rtd), f"output.dir={run_dir}")
     losses = step_losses(run_dir)
@@ -186,10 +187,11 @@ def test_tiny_rtd_run_through_the_cli_hands_on_a_discriminator_and_a_generator(t
     config = json.loads((run_dir / "final" / "config.json").read_text())
     assert config["architectures"] == ["PretrainEncoderForReplacedTokenDetection"]
     discriminator = transformers.AutoModelForPreTraining.from_pretrained(run_dir / "final")
-    from hf_pretrain.cli import check_final_folder_loads  # the quickstart's check, with the head it was saved with
+    from hf_pretrain.cli.pretraining import check_final_folder_loads  # the quickstart's check, with its saved head
 
+    caplog.set_level(logging.DEBUG, logger="hf_pretrain")
     check_final_folder_loads(str(run_dir / "final"))
-    assert "AutoModelForPreTraining.from_pretrained" in capsys.readouterr().out
+    assert "AutoModelForPreTraining.from_pretrained" in caplog.text
     classifier, info = transformers.AutoModelForSequenceClassification.from_pretrained(
         run_dir / "final", num_labels=3, output_loading_info=True)
     assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}

@@ -10,23 +10,28 @@
     hf-pretrain report RUN_DIR [--out DIR]
 
 Each handler takes the parsed arguments and returns 0; a request that cannot be done as asked raises, and
-`cli.run_command` turns a user error into one line on stderr and exit status 2, as for every subcommand.
+`hf_pretrain.cli.run_command` turns a user error into one line on stderr and exit status 2, as for every
+subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+logger = logging.getLogger(__name__)
 
 
 TRUST_HELP = ("run the Python code a model folder or Hub repository ships (its auto_map) when it is not an "
               "hf_pretrain model; read that code first. hf_pretrain's own models never need it")
 
 
-def add_transfer_commands(subparsers) -> None:
-    """Register the five subcommands on the `add_subparsers()` object of the main parser."""
+def add_transfer_commands(subparsers, shown: argparse.ArgumentParser) -> None:
+    """Register the five subcommands on the `add_subparsers()` object of the main parser; `shown`: the parent
+    parser of the options every subcommand takes (--quiet, --verbose)."""
     finetune = subparsers.add_parser(
-        "finetune", help="fine-tune a pretrained model on classification or NER (transformers.Trainer)",
+        "finetune", parents=[shown],
+        help="fine-tune a pretrained model on classification or NER (transformers.Trainer)",
         description="Fine-tune from a recipe: finetune-classification, finetune-ner, finetune-sst2, finetune-mrpc "
                     "or a YAML path. Set the model with model=PATH_OR_HUB_ID.",
     )
@@ -40,7 +45,7 @@ def add_transfer_commands(subparsers) -> None:
     finetune.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     finetune.set_defaults(handler=run_finetune)
 
-    embed = subparsers.add_parser("embed", help="sentence vectors for the texts of a file")
+    embed = subparsers.add_parser("embed", parents=[shown], help="sentence vectors for the texts of a file")
     embed.add_argument("model", help="a model folder, run folder or Hub id")
     embed.add_argument("file", help="text lines (.txt), or .jsonl/.csv/.parquet with --column")
     embed.add_argument("--out", required=True, help="vectors.npy (an N x hidden matrix) or vectors.parquet (text, embedding)")
@@ -54,7 +59,8 @@ def add_transfer_commands(subparsers) -> None:
     embed.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     embed.set_defaults(handler=run_embed)
 
-    generate = subparsers.add_parser("generate", help="continue a prompt with a causal LM (objective clm)")
+    generate = subparsers.add_parser("generate", parents=[shown],
+                                     help="continue a prompt with a causal LM (objective clm)")
     generate.add_argument("model", help="a run folder, model folder or Hub id of a causal LM")
     generate.add_argument("prompt", help="the text to continue")
     generate.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to add (default 50)")
@@ -65,7 +71,8 @@ def add_transfer_commands(subparsers) -> None:
     generate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     generate.set_defaults(handler=run_generate)
 
-    export = subparsers.add_parser("export", help="a Hub-ready folder (weights, code, tokenizer, card) from a run")
+    export = subparsers.add_parser("export", parents=[shown],
+                                   help="a Hub-ready folder (weights, code, tokenizer, card) from a run")
     export.add_argument("run_dir", help="a pretraining run folder (its output.dir)")
     export.add_argument("--out", help="output folder (default RUN_DIR/export, or RUN_DIR/export-encoder): new, "
                                       "empty, or an earlier export, which is replaced")
@@ -76,25 +83,27 @@ def add_transfer_commands(subparsers) -> None:
     export.add_argument("--license", help="license id for the card metadata (e.g. apache-2.0)")
     export.set_defaults(handler=run_export)
 
-    report = subparsers.add_parser("report", help="loss/lr/throughput curves (PNG) and a markdown summary of a run")
+    report = subparsers.add_parser("report", parents=[shown],
+                                   help="loss/lr/throughput curves (PNG) and a markdown summary of a run")
     report.add_argument("run_dir", help="a pretraining run folder")
     report.add_argument("--out", help="output folder (default RUN_DIR/report)")
     report.set_defaults(handler=run_report)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+    from ..finetune import finetune, results_table
 
     # The flags are recipe overrides, applied with the user's before the recipe is validated (once). `lora={}`
     # merges into a recipe's own lora section, so --lora keeps its settings and turns LoRA on where it is off.
     flags = {"compare_scratch=true": args.compare_scratch, "freeze_encoder=true": args.freeze_encoder,
              "lora={}": args.lora, "trust_remote_code=true": args.trust_remote_code}
-    finetune(args.recipe, [*args.overrides, *(override for override, given in flags.items() if given)])
+    result = finetune(args.recipe, [*args.overrides, *(override for override, given in flags.items() if given)])
+    print(results_table(result))
     return 0
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from .hub.embed import embed_file
+    from ..hub.embed import embed_file
 
     out = embed_file(args.model, args.file, args.out, column=args.column, pooling=args.pooling,
                      batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
@@ -104,7 +113,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .hub.generate import check_generation_settings, generate_text, load_causal_lm
+    from ..hub.generate import check_generation_settings, generate_text, load_causal_lm
 
     check_generation_settings(args.max_new_tokens, args.temperature, args.top_p)  # before loading anything
     model, tokenizer = load_causal_lm(args.model, trust_remote_code=args.trust_remote_code)
@@ -115,7 +124,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .hub.export import export_run, hub_offline, push_folder
+    from ..hub.export import export_run, push_folder
+    from ..offline import hub_offline
 
     if args.push_to_hub and hub_offline():  # say so before the export work, not after
         raise ValueError(f"cannot push to {args.push_to_hub!r}: HF_HUB_OFFLINE is set; export without "
@@ -130,23 +140,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .hub.report import write_report
+    from ..hub.report import write_report
 
     result = write_report(args.run_dir, args.out)
     print(f"report -> {result['markdown']}" + (f" ({len(result['images'])} plots)" if result["images"] else ""))
     if result["note"]:
-        print(f"note: {result['note']}", file=sys.stderr)
+        logger.warning(result["note"])
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A stand-alone entry point with only these commands (tests, and until cli.py registers them)."""
-    parser = argparse.ArgumentParser(prog="hf-pretrain")
-    add_transfer_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    from .cli import run_command
-
-    return run_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
