@@ -54,8 +54,21 @@ sys.path.insert(0, str(REPO))
 
 from hf_pretrain.recipe import load_recipe  # noqa: E402
 
-OBJECTIVES = ("mlm-tiny", "rtd-tiny")
+OBJECTIVES = ("mlm-tiny", "rtd-tiny")  # the default pretraining starts
 STARTS = ("scratch", "spectral", *OBJECTIVES)
+
+
+def start_recipe(start: str) -> tuple[str, list[str]]:
+    """A start names a shipped recipe, optionally with overrides after a colon, comma-separated
+    (`mlm-tiny:model.config.first_layer_attn_norm=false`): what a variant of a recipe is measured as."""
+    name, _, overrides = start.partition(":")
+    return ("mlm-tiny" if name in ("scratch", "spectral") else name), [o for o in overrides.split(",") if o]
+
+
+def pretraining_starts(cache: "Cache") -> list[str]:
+    """The pretraining starts the cache holds results of (the defaults first)."""
+    found = {key.split("/")[1] for key in cache.data if key.startswith("finetune/") and "@" not in key}
+    return [*OBJECTIVES, *sorted(found - set(STARTS))]
 
 
 def parse_args(argv=None):
@@ -63,7 +76,9 @@ def parse_args(argv=None):
     parser.add_argument("--budgets", type=float, nargs="*", default=[3.0, 10.0, 30.0],
                         help="pretraining budgets, wall-clock minutes (none: only the scratch and spectral starts, "
                              "which no budget changes)")
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES),
+                        help="pretraining starts: shipped recipe names, a variant as RECIPE:key=value[,key=value] "
+                             "(default: mlm-tiny rtd-tiny)")
     parser.add_argument("--labels", type=int, nargs="+", default=[256, 0],
                         help="labeled training examples per fine-tuning run (0: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="fine-tuning seeds")
@@ -128,11 +143,16 @@ def recipe_fingerprint(start: str) -> str:
     from hf_pretrain.recipe import Recipe
     from hf_pretrain.recipe.resume import SAFE_TO_CHANGE_ON_RESUME, flat_items
 
-    recipe = load_recipe("mlm-tiny" if start in ("scratch", "spectral") else start)
+    recipe = load_recipe(*start_recipe(start))
     defaults = flat_items(asdict(Recipe()))
     chosen = {key: value for key, value in flat_items(asdict(recipe)).items()
               if key not in SAFE_TO_CHANGE_ON_RESUME and (key not in defaults or defaults[key] != value)}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def safe_name(key: str) -> str:
+    """A cache key as a folder name."""
+    return key.replace("/", "-").replace(":", "--").replace("=", "-").replace(",", "--")
 
 
 def budget_name(minutes: float) -> str:
@@ -148,11 +168,12 @@ def pretrain(cache: Cache, work: Path, start: str, budget: float | None) -> dict
     fingerprint = recipe_fingerprint(start)
     if cache.current(key, fingerprint):
         return cache.get(key)
-    run_dir = work / key.replace("/", "-")
-    recipe_name = "mlm-tiny" if start == "spectral" else start
+    run_dir = work / safe_name(key)
+    recipe_name, variant = start_recipe(start)
     budget_overrides = ["train.max_minutes=null", "train.max_steps=1"] if start == "spectral" else [
         f"train.max_minutes={budget}"]
-    overrides = [f"output.dir={run_dir}", "output.log_with=[]", "output.progress_bar=false", *budget_overrides]
+    overrides = [*variant, f"output.dir={run_dir}", "output.log_with=[]", "output.progress_bar=false",
+                 *budget_overrides]
     print(f"pretraining {start}" + (f" for {budget:g} min" if budget else "") + f" -> {run_dir}", flush=True)
     pretraining = Pretraining(load_recipe(recipe_name, overrides), restart=True)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -186,7 +207,7 @@ def finetune(cache: Cache, work: Path, start: str, budget: float | None, pretrai
             not with_scratch or cache.current(f"finetune/scratch{suffix}", fingerprint)):
         return
     overrides = [
-        f"model={pretrained['final_dir']}", f"output.dir={work / key.replace('/', '-')}", f"train.seed={seed}",
+        f"model={pretrained['final_dir']}", f"output.dir={work / safe_name(key)}", f"train.seed={seed}",
         "output.progress_bar=false", f"compare_scratch={'true' if with_scratch else 'false'}",
         *([f"data.max_train_examples={labels}", "train.epochs=20"] if labels else []),
         *(["train.epochs=1"] if quick else []),
@@ -217,18 +238,19 @@ def collect(cache: Cache, args) -> list[dict]:
     """Rows of (start, budget, labels): accuracy and gain over scratch, mean and standard error over the seeds
     that have both."""
     rows = []
-    fingerprints = {start: recipe_fingerprint(start) for start in STARTS}
+    starts = pretraining_starts(cache)
+    fingerprints = {start: recipe_fingerprint(start) for start in ("scratch", "spectral", *starts)}
 
     def measured(key: str, start: str):  # only results of the recipes as they are now
         result = cache.get(key)
         return result if result and result.get("recipe") == fingerprints[start] else None
 
     budgets = sorted({float(key.split("/")[2][:-3]) for key in cache.data
-                      if key.startswith("finetune/") and key.split("/")[1] in OBJECTIVES and "@" not in key})
+                      if key.startswith("finetune/") and key.split("/")[1] in starts and "@" not in key})
     for labels in args.labels:
         suffix = lambda seed: f"/{labels or 'all'}/seed{seed}"  # noqa: E731
         for start, budget in [("scratch", None), ("spectral", None)] + [
-                (objective, budget) for budget in budgets for objective in OBJECTIVES]:
+                (objective, budget) for budget in budgets for objective in starts]:
             accuracies, gains = [], []
             for seed in args.seeds:
                 name = f"finetune/{start}" + (f"/{budget_name(budget)}" if budget else "") + suffix(seed)
@@ -269,7 +291,7 @@ def plot(rows: list[dict], path: Path) -> None:
     styles = {"mlm-tiny": "o-", "rtd-tiny": "s-"}
     for labels in sorted({row["labels"] for row in rows}, reverse=True):
         spectral = [row for row in rows if row["start"] == "spectral" and row["labels"] == labels]
-        for objective in OBJECTIVES:
+        for objective in sorted({row["start"] for row in rows} - {"scratch", "spectral"}):
             points = sorted((row["budget"], *row["gain"]) for row in rows
                             if row["start"] == objective and row["labels"] == labels)
             if not points:
@@ -279,7 +301,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 budgets, gains = (0.0, *budgets), (spectral[0]["gain"][0], *gains)
                 errors = (spectral[0]["gain"][1], *errors)
             errors = [0.0 if math.isnan(e) else e for e in errors]
-            axis.errorbar(budgets, gains, yerr=errors, fmt=styles[objective], capsize=3,
+            axis.errorbar(budgets, gains, yerr=errors, fmt=styles.get(objective, "^-"), capsize=3,
                           label=f"{objective}, {labels or 'all'} labels", alpha=0.9 if labels else 0.6)
     axis.axhline(0.0, color="grey", linewidth=1)
     axis.set_xlabel("pretraining budget (minutes on 2 CPU cores; 0 = spectral embeddings only)")

@@ -197,7 +197,7 @@ def speed_models(sizes: dict) -> dict:
 
 def run_speed(args, device: torch.device) -> dict:
     from hf_pretrain.training.metrics import peak_tflops
-    from hf_pretrain.training.objectives.continued import transformers_flops
+    from hf_pretrain.training.objectives.stock import transformers_flops
 
     sizes = speed_sizes(args)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

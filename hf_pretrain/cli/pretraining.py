@@ -97,10 +97,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def check_model_config(recipe) -> None:
     """model.config against the objective's model family (a typo in a field name), as a run checks it first."""
     from ..objectives import objective_class
-    from ..training.objectives import model_config_from_recipe
+    from ..training.objectives.base import check_model_config
 
-    if recipe.model.init_from is None:
-        model_config_from_recipe(objective_class(recipe.objective).config_class, recipe)
+    check_model_config(recipe, objective_class(recipe.objective).config_class)
 
 
 def resolved_recipe_text(recipe) -> str:

@@ -7,6 +7,7 @@
     hf-pretrain generate MODEL PROMPT [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
                          [--trust-remote-code]
     hf-pretrain export RUN_DIR [--out DIR] [--push-to-hub user/name] [--private] [--encoder-only]
+                       [--as hf_pretrain|stock|llama|modernbert]
     hf-pretrain report RUN_DIR [--out DIR]
 
 Each handler takes the parsed arguments and returns 0; a request that cannot be done as asked raises, and
@@ -79,6 +80,12 @@ def add_transfer_commands(subparsers, shown: argparse.ArgumentParser) -> None:
     export.add_argument("--push-to-hub", metavar="USER/NAME", help="then push the folder to this Hub repository")
     export.add_argument("--private", action="store_true", help="create the Hub repository as private")
     export.add_argument("--encoder-only", action="store_true", help="denoising autoencoder: export only its encoder")
+    export.add_argument(
+        "--as", dest="as_class", choices=("hf_pretrain", "stock", "llama", "modernbert"),
+        help="export as a stock transformers class (loads without trust_remote_code; served by TEI, vLLM, ONNX): "
+             "llama (the decoder), modernbert (the encoder, trained with model.config.first_layer_attn_norm=false), "
+             "or stock (the one that fits); only where the conversion is exact (checked: fp32 logits within 1e-5, "
+             "greedy generate() tokens). Default: as trained")
     export.add_argument("--finetune-metrics", help="a fine-tuning metrics.json for the card (default: found in RUN_DIR)")
     export.add_argument("--license", help="license id for the card metadata (e.g. apache-2.0)")
     export.set_defaults(handler=run_export)
@@ -131,7 +138,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot push to {args.push_to_hub!r}: HF_HUB_OFFLINE is set; export without "
                          "--push-to-hub, or unset it with network access.")
     out = export_run(args.run_dir, args.out, encoder_only=args.encoder_only,
-                     finetune_metrics=args.finetune_metrics, repo_id=args.push_to_hub, license=args.license)
+                     finetune_metrics=args.finetune_metrics, repo_id=args.push_to_hub, license=args.license,
+                     as_class=args.as_class)
     print(f"exported -> {out}")
     if args.push_to_hub:
         url = push_folder(out, args.push_to_hub, private=args.private)

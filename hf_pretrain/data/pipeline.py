@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from ..architectures import stock_architecture
 from ..console import shows_progress
 from ..recipe import Recipe, RecipeError
 
@@ -158,13 +159,15 @@ def prepare_tokenizer(recipe: Recipe, train_texts, accelerator, run_dir: Path, l
 
 def train_recipe_tokenizer(recipe: Recipe, train_texts, layout: str):
     """The tokenizer the recipe's tokenizer section asks for, trained on (the first documents of) the training
-    text: what a run trains before its first step and what `hf-pretrain tokenizer` writes."""
+    text: what a run trains before its first step and what `hf-pretrain tokenizer` writes. A stock architecture's
+    tokenizer names its special tokens as that family does (RoBERTa's <s> and </s>, BERT's [CLS] and [SEP])."""
     from tqdm.auto import tqdm
 
     from .tokenizer import train_tokenizer
 
     section = recipe.tokenizer
     texts = texts_for_tokenizer(train_texts, section.max_train_documents)
+    stock = stock_architecture(recipe.model.architecture)  # its special tokens as the family names them
     started = time.perf_counter()
     with tqdm(total=len(texts), desc="tokenizer: reading", unit=" documents", leave=False,
               disable=not shows_progress()) as bar:
@@ -174,6 +177,7 @@ def train_recipe_tokenizer(recipe: Recipe, train_texts, layout: str):
             vocab_size=section.vocab_size,
             lowercase=section.lowercase,
             layout=layout,
+            special_tokens=stock.special_tokens if stock else None,
             model_max_length=recipe.data.block_size,
             progress=bar.update,
         )

@@ -85,8 +85,14 @@ def validate_special_tokens(special_tokens: Mapping[str, str], kind: str) -> dic
     for role, token in special_tokens.items():
         if not isinstance(token, str) or not token.strip():
             raise ValueError(f"special_tokens[{role!r}]={token!r} must be a non-empty string.")
-    if len(set(special_tokens.values())) != len(special_tokens):
-        raise ValueError(f"special_tokens={dict(special_tokens)} uses one string for two roles; give each its own.")
+    # RoBERTa's convention: <s> is both cls and bos, </s> both sep and eos. Any other shared string is a mistake.
+    shared = {frozenset(roles) for roles in ({"cls_token", "bos_token"}, {"sep_token", "eos_token"})}
+    by_token: dict[str, set] = {}
+    for role, token in special_tokens.items():
+        by_token.setdefault(token, set()).add(role)
+    if any(len(roles) > 1 and frozenset(roles) not in shared for roles in by_token.values()):
+        raise ValueError(f"special_tokens={dict(special_tokens)} uses one string for two roles; give each its own "
+                         "(only cls/bos and sep/eos may share one, as RoBERTa's <s> and </s> do).")
     if "pad_token" not in special_tokens:
         raise ValueError("special_tokens has no 'pad_token'; batching needs one (e.g. '[PAD]').")
     if kind in ("wordpiece", "unigram") and "unk_token" not in special_tokens:
@@ -258,7 +264,7 @@ def train_tokenizer(
     # Embedding and output-projection matrices have vocab_size rows; a multiple of 64 gives GEMM shapes that
     # tile evenly on tensor cores (and SIMD lanes on CPUs) instead of leaving a ragged, slower last tile.
     target_size = round_up(vocab_size, vocab_multiple)
-    ordered_specials = [special_tokens[role] for role in SPECIAL_TOKEN_ROLES if role in special_tokens]
+    ordered_specials = list(dict.fromkeys(special_tokens[role] for role in SPECIAL_TOKEN_ROLES if role in special_tokens))
     backend, trainer = build_untrained_pipeline(
         kind, target_size, lowercase, ordered_specials, special_tokens.get("unk_token"), min_frequency
     )

@@ -29,9 +29,10 @@ and reports both. `warm_start: {shrink, perturb}` shrinks the pretrained encoder
 fresh init before full fine-tuning (see `WarmStartSection`; the finetune-classification recipe turns it on; the
 scratch baseline gets the same). `linear_probe: {epochs, lr}` fits the new head on the frozen encoder before full
 fine-tuning (LP-FT, see `LinearProbeSection`; off by default, the scratch baseline gets the same).
-TrainingArguments fields pass through under their own names: `train.report_to` (trackers), `train.push_to_hub` and
-`train.hub_model_id` (the pretrained run's checkpoints, then its best model, go to that repository), and
-`train.activation_checkpointing` (transformers 5's name for gradient_checkpointing).
+TrainingArguments fields pass through under their own names: `train.report_to` (trackers) and
+`train.activation_checkpointing` (transformers 5's name for gradient_checkpointing). `train.push_to_hub` with
+`train.hub_model_id` pushes OUTPUT/model (the best model, its tokenizer and our card) to that repository when
+fine-tuning ends; Trainer itself pushes nothing.
 
 Output folder: `metrics.json`, `recipe.yaml` (resolved), `model/` (best checkpoint by the validation metric, with
 its tokenizer and a model card naming its base model; LoRA weights merged in), `scratch/model/` with

@@ -98,7 +98,8 @@ class FinetuneTrainSection:
         False, "recompute activations in backward: less memory, more compute (transformers 5's name for "
                "gradient_checkpointing)")
     push_to_hub: bool = setting(
-        False, "push the pretrained run's fine-tuned model (and Trainer's checkpoints) to hub_model_id")
+        False, "when fine-tuning ends, push OUTPUT/model (the best model of the pretrained run, with its card) to "
+               "hub_model_id")
     hub_model_id: str | None = setting(None, "the Hub repository to push to: user/name or org/name")
 
 

@@ -62,8 +62,7 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
         probe_stage = fit_head_first(recipe, model, encoded["train"], tokenizer, out, label)
         logger.info(f"{label}: head fitted on the frozen encoder first ({probe_stage['steps']} steps, "
                  f"train loss {probe_stage['train_loss']:.3f}), now fine-tuning all weights")
-    trainer = build_trainer(recipe, model, encoded, tokenizer, scheme, out / "checkpoints",
-                            push_to_hub=recipe.train.push_to_hub and not from_scratch, label=label)
+    trainer = build_trainer(recipe, model, encoded, tokenizer, scheme, out / "checkpoints", label=label)
     started = time.perf_counter()
     trainer.train()
     result = {
@@ -82,15 +81,13 @@ def train_one(recipe: FinetuneRecipe, model_path: str, tokenizer, splits, scheme
     if "test" in encoded:
         result["test"] = score_test_split(trainer, encoded["test"])
     save_best(trainer, tokenizer, out / "model")
-    if trainer.args.push_to_hub:  # as Trainer's example scripts end: the best model, loaded back at the end
-        trainer.push_to_hub(commit_message="End of training (hf-pretrain finetune)")
     if not recipe.output.keep_checkpoints:  # out/checkpoints is Trainer's, in a folder check_output_dir let us own
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
 
 
 def build_trainer(recipe: FinetuneRecipe, model, encoded, tokenizer, scheme: LabelScheme, checkpoints: Path,
-                  push_to_hub: bool, label: str = "fine-tuning"):
+                  label: str = "fine-tuning"):
     """Trainer for the fine-tuning stage: evaluates on the validation split, keeps the best checkpoint by the main
     metric, and stops early when train.early_stopping_patience says so."""
     from transformers import EarlyStoppingCallback, Trainer
@@ -98,7 +95,7 @@ def build_trainer(recipe: FinetuneRecipe, model, encoded, tokenizer, scheme: Lab
     patience = recipe.train.early_stopping_patience
     trainer = Trainer(
         model=model,
-        args=training_arguments(recipe, checkpoints, main_metric(recipe, scheme), push_to_hub=push_to_hub),
+        args=training_arguments(recipe, checkpoints, main_metric(recipe, scheme)),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
@@ -175,6 +172,7 @@ def fit_head_first(recipe: FinetuneRecipe, model, train_dataset, tokenizer, out:
         disable_tqdm=not recipe.output.progress_bar,
         remove_unused_columns=False,
         **trainer_precision(train.precision),
+        **pinned_memory(),
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=train_dataset, processing_class=tokenizer,
                       data_collator=collator_for(recipe.task, tokenizer))
@@ -203,7 +201,14 @@ def trainer_precision(precision: str) -> dict:
     return {"bf16": resolved == "bf16", "fp16": resolved == "fp16"}
 
 
-def training_arguments(recipe: FinetuneRecipe, output_dir: Path, metric: str, push_to_hub: bool | None = None):
+def pinned_memory() -> dict:
+    """Pinned host memory speeds copies to a GPU; without one, torch's DataLoader only warns that it is unused."""
+    import torch
+
+    return {"dataloader_pin_memory": torch.cuda.is_available()}
+
+
+def training_arguments(recipe: FinetuneRecipe, output_dir: Path, metric: str):
     """TrainingArguments with the recipe's settings: evaluate and save together (each epoch or every N steps),
     keep the best checkpoint, load it at the end. push_to_hub: None follows train.push_to_hub (the from-scratch
     baseline passes False: the repository is for the fine-tuned pretrained model)."""
@@ -236,13 +241,15 @@ def training_arguments(recipe: FinetuneRecipe, output_dir: Path, metric: str, pu
         logging_steps=train.logging_steps,
         report_to=list(train.report_to) or "none",
         activation_checkpointing=train.activation_checkpointing,
-        push_to_hub=train.push_to_hub if push_to_hub is None else push_to_hub,
-        hub_model_id=train.hub_model_id,
+        # Trainer would push its checkpoint folders with a card of its own; `finetune` pushes OUTPUT/model, the
+        # folder a user loads, with our card, once the best model is chosen (train.push_to_hub).
+        push_to_hub=False,
         disable_tqdm=not recipe.output.progress_bar,
         # We keep exactly the model's input columns ourselves (model_input_names); Trainer's column removal
         # would inspect the PEFT wrapper's signature instead of the model's.
         remove_unused_columns=False,
         **trainer_precision(train.precision),
+        **pinned_memory(),
     )
 
 
@@ -379,7 +386,14 @@ def finetune(recipe: FinetuneRecipe | str = "finetune-classification", overrides
     # After both runs: the card of OUTPUT/model names its base model and carries the from-scratch comparison.
     from ..hub.finetuned_card import write_finetuned_card
 
-    write_finetuned_card(out / "model", result, recipe.to_dict())
+    push = recipe.train.hub_model_id if recipe.train.push_to_hub else None
+    write_finetuned_card(out / "model", result, recipe.to_dict(), repo_id=push)
+    if push:
+        from ..hub.export import push_folder
+
+        result["pushed"] = push_folder(out / "model", push, commit_message="Upload model fine-tuned with hf_pretrain")
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        logger.info(f"pushed {out / 'model'} to {push}: {result['pushed']}")
     return result
 
 

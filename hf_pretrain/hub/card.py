@@ -73,6 +73,12 @@ def human_count(count: int | None) -> str:
 
 
 def describe_architecture(config: dict) -> str:
+    if config.get("model_type") not in FAMILIES:  # a stock architecture: its sizes under its own names
+        layers = config.get("num_hidden_layers", config.get("n_layer"))
+        width = config.get("hidden_size", config.get("n_embd"))
+        heads = config.get("num_attention_heads", config.get("n_head"))
+        mlp = config.get("intermediate_size", config.get("n_inner")) or f"{4 * width} (4 x hidden)"
+        return f"{config.get('model_type')}: {layers} layers, hidden {width}, {heads} heads, MLP {mlp}"
     parts = [f"{config.get('num_hidden_layers')} encoder layers"]
     if config.get("decoder_layers"):
         parts.append(f"{config['decoder_layers']} decoder layers")
@@ -277,22 +283,40 @@ def mask_example(folder: Path) -> str:
     return f"The {mask or '[MASK]'} module parses command-line arguments."
 
 
+# A stock architecture's class name suffix -> the pipeline its head serves.
+STOCK_PIPELINES = (("ForMaskedLM", "fill-mask"), ("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"))
+STOCK_ENCODERS = ("bert", "roberta", "modernbert", "electra")  # stock model types whose encoder takes task heads
+
+
+def describe_family(config: dict, recipe: dict) -> tuple[str, str, str, bool]:
+    """(pipeline tag, family tag, family description, is it a stock transformers architecture)."""
+    model_type, architecture = config.get("model_type", ""), (config.get("architectures") or [""])[0]
+    if model_type not in FAMILIES:
+        pipeline = next((tag for suffix, tag in STOCK_PIPELINES if architecture.endswith(suffix)), "feature-extraction")
+        return pipeline, model_type, f"{architecture} (the stock transformers {model_type} architecture)", True
+    pipeline_tag, family_tag, family_description = FAMILIES[model_type]
+    if model_type == "hf_pretrain_encoder" and objective_of_run(recipe).encoder_decoder:
+        pipeline_tag = "feature-extraction"
+        family_description = "encoder of a denoising autoencoder (hf_pretrain encoder family)"
+    if architecture == "PretrainEncoderForReplacedTokenDetection":
+        # No masked-LM head: its task head scores replaced tokens; users fine-tune it or read its token states.
+        pipeline_tag, family_tag = "feature-extraction", "electra"
+        family_description = "replaced-token-detection discriminator, ELECTRA-style (hf_pretrain encoder family)"
+    return pipeline_tag, family_tag, family_description, False
+
+
 def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, repo_id: str | None = None,
-               loss_curve: str | None = None, license: str | None = None, model_name: str | None = None):
-    """A `huggingface_hub.ModelCard` for the exported folder. `run`: {"recipe": dict, "summary": dict}."""
+               loss_curve: str | None = None, license: str | None = None, model_name: str | None = None,
+               conversion: dict | None = None):
+    """A `huggingface_hub.ModelCard` for the exported folder. `run`: {"recipe": dict, "summary": dict};
+    `conversion`: {"from": our class, "parity": check_parity's report} when the folder is our model converted to a
+    stock class."""
+    import transformers
     from huggingface_hub import ModelCard, ModelCardData
 
     config = json.loads((folder / "config.json").read_text())
     model_type = config.get("model_type", "")
-    if model_type not in FAMILIES:
-        raise ValueError(f"model_type={model_type!r} is not an hf_pretrain family; allowed: {', '.join(FAMILIES)}.")
-    pipeline_tag, family_tag, family_description = FAMILIES[model_type]
-    if model_type == "hf_pretrain_encoder" and objective_of_run(run.get("recipe", {})).encoder_decoder:
-        pipeline_tag, family_description = "feature-extraction", "encoder of a denoising autoencoder (hf_pretrain encoder family)"
-    if "PretrainEncoderForReplacedTokenDetection" in config.get("architectures", []):
-        # No masked-LM head: its task head scores replaced tokens; users fine-tune it or read its token states.
-        pipeline_tag, family_tag = "feature-extraction", "electra"
-        family_description = "replaced-token-detection discriminator, ELECTRA-style (hf_pretrain encoder family)"
+    pipeline_tag, family_tag, family_description, stock = describe_family(config, run.get("recipe", {}))
     recipe, summary = run.get("recipe", {}), run.get("summary", {})
     train = recipe.get("train", {})
     base_model = (recipe.get("model") or {}).get("init_from")  # continued pretraining: the starting checkpoint
@@ -306,7 +330,8 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        tags=["hf_pretrain", "custom_code", family_tag] + (["fine-tuned-results"] if finetune_rows else []),
+        tags=["hf_pretrain", *([] if stock else ["custom_code"]), family_tag]
+        + (["fine-tuned-results"] if finetune_rows else []),
         datasets=data[1] or None,
         metrics=metric_types or None,
         license=license,
@@ -345,7 +370,14 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         fill_mask_example=mask_example(folder),
         embedding_advice=advice,
         embedding_code=code,
-        can_finetune=model_type == "hf_pretrain_encoder",
+        can_finetune=model_type in ("hf_pretrain_encoder", *STOCK_ENCODERS),
+        stock=stock,
+        stock_class=(config.get("architectures") or [""])[0],
+        trust="" if stock else ", trust_remote_code=True",
+        converted_from=(conversion or {}).get("from"),
+        parity=f"{(conversion or {}).get('parity', {}).get('max_abs_logit_difference', 0):.1e}",
+        greedy_equal=(conversion or {}).get("parity", {}).get("greedy_tokens_equal"),
+        transformers_version=transformers.__version__,
         objective_description=objective_of_run(recipe).describe(recipe),
         data_description=data[0],
         tokens=f"{summary['tokens']:,}" if "tokens" in summary else "not recorded",

@@ -32,6 +32,7 @@ from ..folders import (
 )
 from ..offline import hub_offline
 from .card import write_card
+from .stock_export import TARGETS, check_parity, stock_problems, to_stock
 from .report import PlotsUnavailable, plot_loss, read_run
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,51 @@ class ExportError(ValueError):
 
 
 def model_type_of(folder: Path) -> str:
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    if model_type not in EXPORT_LOADERS:
-        raise ExportError(f"{folder} holds model_type={model_type!r}; export handles {', '.join(EXPORT_LOADERS)}.")
+    """The folder's model_type: one of our families, or a stock architecture a recipe trained (model.architecture)."""
+    import transformers
+
+    config = json.loads((folder / "config.json").read_text())
+    model_type, architecture = config.get("model_type"), (config.get("architectures") or [""])[0]
+    if model_type not in EXPORT_LOADERS and not (is_stock(config) and hasattr(transformers, architecture)):
+        raise ExportError(f"{folder} holds model_type={model_type!r} ({architecture}); export handles "
+                          f"{', '.join(EXPORT_LOADERS)} and the stock architectures hf_pretrain trains.")
     return model_type
+
+
+def is_stock(config: dict) -> bool:
+    """A stock transformers architecture: no model code of ours (no auto_map), not one of our families."""
+    return config.get("model_type") not in EXPORT_LOADERS and not config.get("auto_map")
+
+
+# `--as` values: our own family (with its code), the stock class the family converts to, or the automatic choice.
+EXPORT_AS = ("hf_pretrain", "stock", *dict.fromkeys(TARGETS.values()))
+
+
+def stock_target(final: Path, model_type: str, as_class: str | None) -> str | None:
+    """The stock architecture to convert final/ to (None: export it as it is), refused before anything is written
+    when it cannot be exact."""
+    from transformers import AutoConfig
+
+    if as_class in (None, "hf_pretrain"):
+        if as_class == "hf_pretrain" and model_type not in EXPORT_LOADERS:
+            raise ExportError(f"--as hf_pretrain: {final} holds a stock {model_type} model, not one of our families; "
+                              "export it without --as.")
+        return None
+    if as_class not in EXPORT_AS:
+        raise ExportError(f"--as {as_class!r} is not allowed; choose one of {', '.join(EXPORT_AS)}.")
+    if model_type not in EXPORT_LOADERS:  # trained as a stock architecture: it is one already
+        if as_class in ("stock", model_type):
+            return None
+        raise ExportError(f"--as {as_class}: {final} holds a stock {model_type} model; it exports as {model_type}.")
+    target = TARGETS.get(model_type)
+    if target is None or as_class not in ("stock", target):
+        fits = f"it converts to {target} (--as {target})" if target else "no stock class fits it"
+        raise ExportError(f"--as {as_class}: a {model_type} model does not convert to {as_class}; {fits}.")
+    problems = stock_problems(AutoConfig.from_pretrained(final, trust_remote_code=False), target)
+    if problems:
+        raise ExportError(f"--as {as_class}: this run's model is not exactly {target}: {'; '.join(problems)}. "
+                          "Export it without --as (our family, with its code), or train with those settings.")
+    return target
 
 
 def export_loader(folder: Path, model_type: str) -> str:
@@ -67,13 +109,27 @@ def export_loader(folder: Path, model_type: str) -> str:
     return EXPORT_LOADERS[model_type]
 
 
-def save_model(final: Path, out: Path, model_type: str) -> None:
+def save_model(final: Path, out: Path, model_type: str, target: str | None = None) -> dict | None:
     """Re-save through save_pretrained so the code files, the full auto_map and (DAE) the generation config are
-    written by the installed package, whatever wrote final/."""
+    written by the installed package, whatever wrote final/. With a stock `target`, the converted model is saved
+    instead, after its parity check; returns that check's report (None without a conversion)."""
     import transformers
 
-    loader = getattr(transformers, export_loader(final, model_type))
-    model = loader.from_pretrained(final, trust_remote_code=False)  # model_type_of admitted only our families
+    config = json.loads((final / "config.json").read_text())
+    if is_stock(config):  # a stock architecture trained here: its own class, no code of ours
+        loader = getattr(transformers, config["architectures"][0])
+    else:
+        loader = getattr(transformers, export_loader(final, model_type))
+    model = loader.from_pretrained(final, trust_remote_code=False)  # model_type_of admitted ours and stock ones
+    parity = None
+    if target is not None:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(final) if (final / "tokenizer.json").is_file() else None
+        stock = to_stock(model.float(), target, tokenizer)
+        pad_id = tokenizer.pad_token_id if tokenizer is not None else model.config.pad_token_id
+        parity = check_parity(model, stock, pad_id)
+        if stock.can_generate():
+            stock.generation_config.pad_token_id = pad_id
+        model = stock
     model.save_pretrained(out)
     if getattr(model, "can_generate", lambda: False)() and not (out / "generation_config.json").is_file():
         model.generation_config.save_pretrained(out)
@@ -82,6 +138,7 @@ def save_model(final: Path, out: Path, model_type: str) -> None:
 
         # The pooled sentence vector is the point of a TSDAE-style model: make it load in sentence-transformers.
         write_sentence_transformers_config(out)
+    return parity
 
 
 def copy_tokenizer(final: Path, out: Path) -> None:
@@ -128,12 +185,17 @@ def check_auto_map(out: Path) -> None:
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only: bool = False,
                finetune_metrics: str | Path | None = None, repo_id: str | None = None,
-               license: str | None = None) -> Path:
-    """Write the Hub-ready folder (default RUN/export, or RUN/export-encoder with encoder_only) and return it."""
+               license: str | None = None, as_class: str | None = None) -> Path:
+    """Write the Hub-ready folder (default RUN/export, RUN/export-encoder with encoder_only, RUN/export-<stock>
+    converted) and return it. `as_class`: None or "hf_pretrain" (as trained), "llama" / "modernbert" (our family
+    converted to that stock class, exactly or not at all), "stock" (the stock class that fits)."""
     run_dir = Path(run_dir)
     final = final_folder(run_dir, error=ExportError)
     model_type = model_type_of(final)
-    default = run_dir / ("export-encoder" if encoder_only else "export")
+    if encoder_only and as_class not in (None, "hf_pretrain"):
+        raise ExportError(f"--encoder-only with --as {as_class}: export the encoder as our family, or the whole run.")
+    target = stock_target(final, model_type, as_class)  # refused here, before anything is written
+    default = run_dir / ("export-encoder" if encoder_only else f"export-{target}" if target else "export")
     out = Path(out) if out else default
     if is_or_holds(out, final):  # final/ itself, the run folder, or a folder above it
         raise ExportError(f"--out {out} would overwrite the run itself ({run_dir}); allowed: a new or empty folder, "
@@ -145,7 +207,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
     staging.mkdir()
     try:
         fill_export_folder(run_dir, final, staging, model_type, encoder_only, finetune_metrics, repo_id, license,
-                           model_name=repo_id.split("/")[-1] if repo_id else out.name)
+                           model_name=repo_id.split("/")[-1] if repo_id else out.name, target=target)
         write_output_marker(staging, "export", (p.name for p in staging.iterdir()))
         swap_into_place(staging, out)
     except BaseException:
@@ -155,13 +217,22 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, encoder_only:
 
 
 def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: str, encoder_only: bool,
-                       finetune_metrics, repo_id, license, model_name: str) -> None:
+                       finetune_metrics, repo_id, license, model_name: str, target: str | None = None) -> None:
+    conversion = None
     if encoder_only:
         if model_type != "hf_pretrain_dae":
             raise ExportError(f"--encoder-only is for denoising-autoencoder runs; this run's model_type is {model_type!r}.")
         export_dae_encoder(final, staging)
     else:
-        save_model(final, staging, model_type)
+        parity = save_model(final, staging, model_type, target)
+        if parity is not None:
+            architecture = json.loads((final / "config.json").read_text())["architectures"][0]
+            conversion = {"from": f"`{architecture}` (hf_pretrain's {model_type.removeprefix('hf_pretrain_')} "
+                                  "family)", "parity": parity}
+            stock_class = json.loads((staging / "config.json").read_text())["architectures"][0]
+            logger.info(f"converted {architecture} to {stock_class}: fp32 logits within "
+                        f"{parity['max_abs_logit_difference']:.1e}"
+                        + (", the same greedy tokens" if parity.get("greedy_tokens_equal") else ""))
         copy_tokenizer(final, staging)
     for name, target in (("recipe.yaml", "recipe.yaml"), ("summary.json", "training_summary.json")):
         if (run_dir / name).is_file():
@@ -169,8 +240,9 @@ def fill_export_folder(run_dir: Path, final: Path, staging: Path, model_type: st
     run = read_run(run_dir) if (run_dir / "metrics.jsonl").is_file() else {"records": [], "summary": {}, "recipe": {}}
     write_card(staging, run, finetune_metrics=load_finetune_metrics(run_dir, finetune_metrics),
                repo_id=repo_id, loss_curve=draw_loss_curve(run, staging), license=license,
-               model_name=model_name)
-    check_auto_map(staging)
+               model_name=model_name, conversion=conversion)
+    if not is_stock(json.loads((staging / "config.json").read_text())):
+        check_auto_map(staging)
 
 
 def draw_loss_curve(run: dict, folder: Path) -> str | None:

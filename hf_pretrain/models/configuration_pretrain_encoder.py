@@ -64,6 +64,9 @@ class PretrainEncoderConfig(PreTrainedConfig):
         norm_eps (`float`, defaults to 1e-5): epsilon of every norm.
         norm_bias (`bool`, defaults to `False`): whether norms have a bias.
         embedding_norm (`bool`, defaults to `True`): normalize the token embeddings before the first block.
+        first_layer_attn_norm (`bool`, defaults to `True`): whether the first block normalizes its attention input
+            too. With `embedding_norm` that second norm in a row is redundant; ModernBERT has none there (an
+            Identity), and `False` makes the encoder exactly ModernBERT (`hf-pretrain export RUN --as modernbert`).
         position_embedding_type (`str`, defaults to `"rotary"`): `"rotary"` (RoPE on queries/keys) or
             `"absolute"` (learned position embeddings added to the token embeddings, BERT style).
         rope_theta (`float`, defaults to 10000.0): base period of the rotary frequencies.
@@ -100,6 +103,7 @@ class PretrainEncoderConfig(PreTrainedConfig):
     norm_eps: float = 1e-5
     norm_bias: bool = False
     embedding_norm: bool = True
+    first_layer_attn_norm: bool = True
     position_embedding_type: Literal["rotary", "absolute"] = "rotary"
     rope_theta: float = 10000.0
     max_position_embeddings: int = 512

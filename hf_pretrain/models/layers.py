@@ -265,7 +265,10 @@ class EncoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config, layer_idx: int):
         super().__init__()
-        self.attn_norm = make_norm(config.norm_type, config.hidden_size, config.norm_eps, config.norm_bias)
+        # The first block may take its input as the embedding norm leaves it (ModernBERT's layer 0 does).
+        first_norm = layer_idx > 0 or getattr(config, "first_layer_attn_norm", True)
+        self.attn_norm = (make_norm(config.norm_type, config.hidden_size, config.norm_eps, config.norm_bias)
+                          if first_norm else nn.Identity())
         self.attn = SelfAttention(config, layer_idx, is_causal=False)
         self.mlp_norm = make_norm(config.norm_type, config.hidden_size, config.norm_eps, config.norm_bias)
         self.mlp = FeedForward(config)

@@ -11,7 +11,9 @@ is narrower than the discriminator, so it reads the shared rows through a projec
 
 `ReplacedTokenDetectionPretrainer` exists for training and checkpoints only; the folders a run hands on are its two
 parts, each an ordinary encoder-family model: the discriminator (`PretrainEncoderForReplacedTokenDetection`, the
-one to fine-tune) and the generator (`PretrainEncoderForMaskedLM`, a fill-mask model).
+one to fine-tune) and the generator (`PretrainEncoderForMaskedLM`, a fill-mask model). `from_parts` pairs two
+transformers models instead (a stock discriminator with a one-logit token head, e.g. ElectraForPreTraining or
+ModernBertForTokenClassification, and a stock masked LM): the embeddings are shared where their shapes allow.
 
 Shapes: B batch, L length, V vocabulary, N masked positions.
 """
@@ -31,15 +33,22 @@ from .modeling_pretrain_encoder import PretrainEncoderForMaskedLM, PretrainEncod
 SHARED_EMBEDDINGS = "discriminator.model.embeddings.tok_embeddings.weight"
 
 
+def generator_size(hidden: int, heads: int, intermediate: int, width: float) -> tuple[int, int, int]:
+    """(hidden size, heads, MLP width) of a generator `width` times as wide as a discriminator of (hidden, heads,
+    intermediate): heads and hidden size scale together, the head dimension is kept; the MLP keeps the
+    discriminator's width ratio, rounded to a multiple of 8 for aligned GEMMs."""
+    head_dim = hidden // heads
+    generator_heads = max(1, round(heads * width))
+    generator_hidden = generator_heads * head_dim
+    return generator_hidden, generator_heads, max(8, round(intermediate * generator_hidden / hidden / 8) * 8)
+
+
 def generator_config(discriminator: PretrainEncoderConfig, width: float, layers: int | None) -> PretrainEncoderConfig:
     """The generator's config: the discriminator's, `width` times as wide (heads, hidden size and MLP width scale
     together; the head dimension is kept, so rotary positions and attention kernels see the same shapes) and reading
     the discriminator's token embeddings through a projection."""
-    head_dim = discriminator.hidden_size // discriminator.num_attention_heads
-    heads = max(1, round(discriminator.num_attention_heads * width))
-    hidden = heads * head_dim
-    # The MLP keeps the discriminator's width ratio, rounded to a multiple of 8 for aligned GEMMs.
-    intermediate = max(8, round(discriminator.intermediate_size * hidden / discriminator.hidden_size / 8) * 8)
+    hidden, heads, intermediate = generator_size(
+        discriminator.hidden_size, discriminator.num_attention_heads, discriminator.intermediate_size, width)
     settings = discriminator.to_dict()
     for key in ("architectures", "auto_map", "transformers_version", "model_type"):
         settings.pop(key, None)
@@ -82,15 +91,39 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
     _supports_attention_backend = True
     _tied_weights_keys = {"generator.model.embeddings.tok_embeddings.weight": SHARED_EMBEDDINGS}
 
-    def __init__(self, config: PretrainEncoderConfig, generator: PretrainEncoderConfig, sampling_temperature: float = 1.0):
+    def __init__(self, config: PretrainEncoderConfig, generator: PretrainEncoderConfig,
+                 sampling_temperature: float = 1.0, parts: tuple | None = None):
+        """`parts`: (generator, discriminator) models built by the caller (see `from_parts`); else both of our
+        family, from `generator` and `config`."""
         super().__init__(config)
-        self.discriminator = PretrainEncoderForReplacedTokenDetection(config)
-        self.generator = PretrainEncoderForMaskedLM(generator)
-        self.generator.model.embeddings.tok_embeddings = self.discriminator.model.embeddings.tok_embeddings
-        if generator.tie_word_embeddings:  # the generator's output rows are the shared input rows too
-            self.generator.decoder.weight = self.discriminator.model.embeddings.tok_embeddings.weight
+        if parts is None:
+            self.discriminator = PretrainEncoderForReplacedTokenDetection(config)
+            self.generator = PretrainEncoderForMaskedLM(generator)
+            self.generator.model.embeddings.tok_embeddings = self.discriminator.model.embeddings.tok_embeddings
+            if generator.tie_word_embeddings:  # the generator's output rows are the shared input rows too
+                self.generator.decoder.weight = self.discriminator.model.embeddings.tok_embeddings.weight
+        else:
+            self.generator, self.discriminator = parts
+            self._tied_weights_keys = {}  # from_parts declares the shared rows once they are shared
         self.sampling_temperature = sampling_temperature
         self.post_init()
+
+    @classmethod
+    def from_parts(cls, generator, discriminator, sampling_temperature: float = 1.0):
+        """Two transformers models as one ELECTRA pair: `generator` a masked LM, `discriminator` a model whose logits
+        are one per token ((B, L) or (B, L, 1)). The token embedding matrix is shared when both have the same shape
+        (ELECTRA's generator reads the discriminator's rows through its own `embedding_size`); its names in the
+        generator are declared tied to the discriminator's, so checkpoints store it once."""
+        pair = cls(discriminator.config, generator.config, sampling_temperature, parts=(generator, discriminator))
+        shared = discriminator.get_input_embeddings()
+        if generator.get_input_embeddings().weight.shape == shared.weight.shape:
+            generator.set_input_embeddings(shared)
+            generator.tie_weights()  # a tied output layer follows the shared rows
+            names = [name for name, p in pair.named_parameters(remove_duplicate=False) if p is shared.weight]
+            source = next(name for name in names if name.startswith("discriminator."))
+            pair._tied_weights_keys = {name: source for name in names if name != source}
+            pair.all_tied_weights_keys.update(pair._tied_weights_keys)
+        return pair
 
     def _init_weights(self, module) -> None:
         """Both parts initialized themselves when built (each with its own depth-scaled std)."""
@@ -115,8 +148,7 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
         """
         masked = labels != -100  # (B, L)
         targets = labels[masked]  # (N,)
-        # Generator: its prediction head on the masked positions only (the encoder's sparse masked LM).
-        generator_logits = self.generator.selected_logits(input_ids, masked, attention_mask, position_ids)  # (N, V)
+        generator_logits = self.masked_logits(input_ids, masked, attention_mask, position_ids)  # (N, V)
         generator_loss_sum = F.cross_entropy(generator_logits.float(), targets, reduction="sum")
 
         # Replacements: one sample per masked position, by the inverse CDF of the tempered softmax at that
@@ -133,9 +165,9 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
             scored = attention_mask.bool() if attention_mask is not None else torch.ones_like(masked)
 
         # Discriminator: was each token replaced? Scored at every non-padding position.
-        detection_logits = self.discriminator(
-            corrupted, attention_mask=attention_mask, position_ids=position_ids
-        ).logits  # (B, L)
+        positions = {} if position_ids is None else {"position_ids": position_ids}
+        detection_logits = self.discriminator(corrupted, attention_mask=attention_mask, **positions).logits
+        detection_logits = detection_logits.reshape(masked.shape)  # (B, L): a one-logit head's (B, L, 1) too
         detection_loss_sum = F.binary_cross_entropy_with_logits(
             detection_logits[scored].float(), replaced[scored].float(), reduction="sum"
         )
@@ -150,6 +182,14 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
                 detection_correct=((detection_logits > 0) == replaced)[scored].sum(),
             )
 
+    def masked_logits(self, input_ids, masked, attention_mask, position_ids) -> torch.Tensor:
+        """(N, V) generator logits of the masked positions: our family's head runs on those rows only (the sparse
+        masked LM); a transformers masked LM predicts every position and the masked rows are taken."""
+        if hasattr(self.generator, "selected_logits"):
+            return self.generator.selected_logits(input_ids, masked, attention_mask, position_ids)
+        positions = {} if position_ids is None else {"position_ids": position_ids}
+        return self.generator(input_ids, attention_mask=attention_mask, **positions).logits[masked]
+
     def training_flops(self, tokens: int, masked: int, sequence_length: int) -> float:
         """Useful FLOPs of one step on `tokens` positions of which `masked` are masked: the generator's sparse
         masked LM plus the discriminator on every position (sampling's softmax and cumulative sum are not counted)."""
@@ -158,4 +198,4 @@ class ReplacedTokenDetectionPretrainer(PreTrainedModel):
         )
 
 
-__all__ = ["ReplacedTokenDetectionPretrainer", "ReplacedTokenDetectionSums", "generator_config"]
+__all__ = ["ReplacedTokenDetectionPretrainer", "ReplacedTokenDetectionSums", "generator_config", "generator_size"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..architectures import ARCHITECTURE_CHOICES, OWN
 from .fields import choice, mapping, ranged, setting
 
 
@@ -13,6 +14,11 @@ class ModelSection:
 
     init_from: str | None = setting(
         None, "continue pretraining from a checkpoint: a local folder or a Hub id (null: a new model)")
+    architecture: str = choice(
+        OWN, *ARCHITECTURE_CHOICES,
+        doc="a new model's architecture: hf_pretrain (our families, the fast path) or a stock transformers one, "
+            "which loads without trust_remote_code (mlm, rtd: bert, roberta, modernbert; rtd: electra; clm: llama, "
+            "gpt2); model.config then holds fields of its config class (e.g. ModernBertConfig)")
     attn_implementation: str = choice(
         "sdpa", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
         doc="attention kernel: sdpa (PyTorch's fused kernels), eager (returns attention weights), or flash attention "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..architectures import OWN, architectures_for
 from ..objectives import DEFAULT, OBJECTIVES, names_where, objective_spec, readers_of
 from .corruption import FeaturesSection, MaskingSection, NoiseSection, ReplacedTokenDetectionSection
 from .data import DataSection, check_data_source
@@ -85,6 +86,18 @@ def check_model_keys(recipe: Recipe) -> None:
             f"it needs objective {names} with model.init_from and tokenizer.path set (a tokenizer trained here already "
             "fits the corpus)."
         )
+    if model.architecture != OWN:
+        allowed = architectures_for(recipe.objective)
+        if model.architecture not in allowed:
+            raise RecipeError(
+                f"model.architecture={model.architecture!r} cannot train objective {recipe.objective!r}; allowed: "
+                f"{', '.join([OWN, *allowed])}."
+            )
+        if model.init_from:
+            raise RecipeError(
+                f"model.architecture={model.architecture!r} with model.init_from={model.init_from!r}: a continued "
+                "checkpoint keeps its own class; model.architecture names what a new model is. Set one of the two."
+            )
     if model.embedding_init == "spectral" and model.init_from:
         raise RecipeError(
             f"model.embedding_init='spectral' with model.init_from={model.init_from!r}: a loaded checkpoint keeps its "

@@ -356,9 +356,8 @@ def test_trainer_fields_reach_the_training_arguments(tmp_path):
         "train.push_to_hub=true", "train.hub_model_id=me/tiny-classifier"])
     arguments = training_arguments(recipe, tmp_path / "checkpoints", "f1")
     assert arguments.report_to == ["tensorboard"] and arguments.activation_checkpointing
-    assert arguments.push_to_hub and arguments.hub_model_id == "me/tiny-classifier"
-    # The from-scratch baseline trains with the same settings but is not what the repository is for.
-    assert not training_arguments(recipe, tmp_path / "checkpoints", "f1", push_to_hub=False).push_to_hub
+    # Trainer pushes nothing (it would push its checkpoints with a card of its own): `finetune` pushes OUTPUT/model.
+    assert not arguments.push_to_hub
     defaults = training_arguments(load_finetune_recipe("finetune-classification", ["model=m"]), tmp_path, "f1")
     assert (defaults.report_to, defaults.activation_checkpointing, defaults.push_to_hub) == ([], False, False)
 
@@ -390,3 +389,38 @@ def test_a_causal_lm_checkpoint_fine_tunes_for_classification(sentiment_files, t
     assert result["runs"]["pretrained"]["test"]["accuracy"] >= 0.8, result["runs"]["pretrained"]
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["architectures"] == ["PretrainDecoderForSequenceClassification"]
+
+
+FINETUNE_PUSH_SCRIPT = """
+import sys
+from hf_pretrain.cli import main
+sys.exit(main(["finetune", "finetune-classification", f"model={sys.argv[1]}", "data.source=files",
+               f"data.train_files={sys.argv[2]}", f"output.dir={sys.argv[3]}", "train.epochs=1",
+               "train.push_to_hub=true", "train.hub_model_id=me/tiny-classifier", "--quiet"]))
+"""
+
+
+def test_push_to_hub_uploads_the_model_folder_with_our_card(encoder_dir, sentiment_files, tmp_path):
+    """train.push_to_hub: what arrives at the Hub (a loopback stand-in, HF_ENDPOINT) is OUTPUT/model as a user loads
+    it, with our card naming the repository; no Trainer checkpoint and no card of Trainer's."""
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub
+
+    out = tmp_path / "out"
+    with FakeHub() as hub:
+        env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_TOKEN="hf_test_token", HF_HUB_OFFLINE="0",
+                   HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1")
+        result = subprocess.run([sys.executable, "-c", FINETUNE_PUSH_SCRIPT, str(encoder_dir), str(sentiment_files[0]),
+                                 str(out)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        files = hub.committed_files()
+        requests = list(hub.requests)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any(r["path"] == "/api/models/me/tiny-classifier/commit/main" for r in requests)
+    assert files.keys() == {str(p.relative_to(out / "model")) for p in (out / "model").rglob("*") if p.is_file()}
+    assert files["model.safetensors"] == (out / "model" / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert "hf_pretrain" in card and "me/tiny-classifier" in card and "path/to/" not in card
+    assert read_metrics(out)["pushed"]

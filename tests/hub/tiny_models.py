@@ -40,7 +40,7 @@ def encoder_config(tokenizer, **overrides):
     return PretrainEncoderConfig(**settings)
 
 
-def save_encoder(folder: Path, seed: int = 0) -> Path:
+def save_encoder(folder: Path, seed: int = 0, **config) -> Path:
     """A (randomly initialized) masked-LM encoder folder with its tokenizer, as `final/` of a run holds."""
     import torch
 
@@ -48,7 +48,7 @@ def save_encoder(folder: Path, seed: int = 0) -> Path:
 
     tokenizer = make_tokenizer()
     torch.manual_seed(seed)
-    PretrainEncoderForMaskedLM(encoder_config(tokenizer)).save_pretrained(folder)
+    PretrainEncoderForMaskedLM(encoder_config(tokenizer, **config)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -89,13 +89,18 @@ def save_dae(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def make_run_dir(run_dir: Path, objective: str = "mlm", steps: int = 20) -> Path:
-    """A run folder as the pretraining loop leaves it, with made-up but well-formed metrics."""
+def make_run_dir(run_dir: Path, objective: str = "mlm", steps: int = 20, **config) -> Path:
+    """A run folder as the pretraining loop leaves it, with made-up but well-formed metrics; `config`: encoder
+    config fields."""
+    from hf_pretrain.folders import write_complete_marker
     from hf_pretrain.recipe import Recipe
 
-    from hf_pretrain.folders import write_complete_marker
-
-    (save_dae if objective == "dae" else save_encoder)(run_dir / "final")
+    if objective == "dae":
+        save_dae(run_dir / "final")
+    elif objective == "clm":
+        save_decoder(run_dir / "final")
+    else:
+        save_encoder(run_dir / "final", **config)
     write_complete_marker(run_dir / "final")  # the loop marks final/ complete last
     recipe = Recipe(objective=objective)
     recipe.output.dir = str(run_dir)

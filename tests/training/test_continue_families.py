@@ -24,7 +24,7 @@ from hf_pretrain.data.builtin import load_builtin_corpus
 from hf_pretrain.data.masking import MaskingCollator
 from hf_pretrain.data.packing import pack_dataset
 from hf_pretrain.data.tokenizer import train_tokenizer
-from hf_pretrain.training.objectives.continued import MaskedPositionsHead, packing_plan
+from hf_pretrain.training.objectives.stock import MaskedPositionsHead, packing_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pretrain_cli import run_cli, step_losses  # noqa: E402
@@ -179,7 +179,7 @@ def test_whole_word_masking_with_each_tokenizer_kind(kind, marker, texts):
 def test_added_domain_words_start_as_the_mean_of_their_pieces(texts, tmp_path, caplog):
     from hf_pretrain.recipe import TokenizerSection
     from hf_pretrain.data.pipeline import DOMAIN_WORDS_FILE, add_domain_words
-    from hf_pretrain.training.objectives.continued import init_domain_rows
+    from hf_pretrain.training.objectives.stock import init_domain_rows
 
     folder = make_checkpoint("roberta", texts, tmp_path / "start")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ...data.collation import IGNORE_INDEX
 from ...data.pipeline import StreamedBlocks, first_blocks, load_text_splits, prepare_splits, prepare_tokenizer
+from ...architectures import StockArchitecture, stock_architecture
 from ...objectives import objective_class, objective_spec
 from ...recipe import Recipe, RecipeError
 
@@ -56,8 +57,7 @@ class Objective(abc.ABC):
         self.recipe = recipe
         self.run_dir = run_dir
         self.spec = objective_spec(recipe.objective)
-        if recipe.model.init_from is None:
-            model_config_from_recipe(self.config_class, recipe)  # fail on a bad model config before any work
+        check_model_config(recipe, self.config_class)  # a bad model config fails before any work
 
     def new_model(self, model_class, **config_fields):
         """A randomly initialized model of the family, seeded by train.seed (the same weights on every rank);
@@ -132,6 +132,42 @@ def model_config_from_recipe(config_class, recipe: Recipe, **fixed):
         return config_class(**settings, attn_implementation=recipe.model.attn_implementation)
     except (ValueError, TypeError) as error:
         raise RecipeError(f"model.config: {error}") from None
+
+
+def stock_config_class(architecture: StockArchitecture):
+    from transformers import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[architecture.model_type]
+
+
+def check_stock_config(recipe: Recipe) -> None:
+    """model.config against the stock architecture's config class: an unknown field is named, with a did-you-mean,
+    before any work."""
+    import difflib
+
+    architecture = stock_architecture(recipe.model.architecture)
+    config_class = stock_config_class(architecture)
+    allowed = (set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}))) - {
+        "transformers_version", "architectures", "model_type"}
+    for key in recipe.model.config:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            raise RecipeError(
+                f"unknown key 'model.config.{key}' for model.architecture={architecture.name!r} "
+                f"({config_class.__name__})" + (f"; did you mean 'model.config.{hint[0]}'?" if hint else "")
+                + f" Allowed: {', '.join(sorted(allowed))}."
+            )
+
+
+def check_model_config(recipe: Recipe, config_class) -> None:
+    """model.config against the config class of the model a run builds (a new model: our family's, or the stock
+    architecture's); a continued checkpoint brings its own config."""
+    if recipe.model.init_from is not None:
+        return
+    if stock_architecture(recipe.model.architecture) is not None:
+        check_stock_config(recipe)
+    else:
+        model_config_from_recipe(config_class, recipe)
 
 
 def vocab_rows(tokenizer) -> int:

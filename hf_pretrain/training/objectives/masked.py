@@ -9,15 +9,18 @@ from pathlib import Path
 
 import torch
 
+from ...architectures import stock_architecture
 from ...data.collation import IGNORE_INDEX
 from ...models import PretrainEncoderConfig
 from ...recipe import Recipe
 from .base import PackedTextObjective, model_config_from_recipe, predicted_token_sums, vocab_rows
-from .continued import (
+from .stock import (
     MaskedPositionsHead,
     init_domain_rows,
     load_transformers_checkpoint,
+    new_stock_model,
     packing_plan,
+    stock_config,
     transformers_flops,
 )
 
@@ -50,8 +53,9 @@ class MaskedTextObjective(PackedTextObjective):
 
 
 class MaskedLMObjective(MaskedTextObjective):
-    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in) or a transformers
-    masked LM continued from `model.init_from` (its head on the masked positions through `MaskedPositionsHead`)."""
+    """Packed blocks of the corpus, MLM masking; our encoder family (sparse prediction built in), or a transformers
+    masked LM continued from `model.init_from` or of a stock architecture (`model.architecture`) trained from
+    scratch, its head on the masked positions through `MaskedPositionsHead`."""
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path):
         from ...data.masking import MaskingCollator
@@ -70,6 +74,10 @@ class MaskedLMObjective(MaskedTextObjective):
 
         if self.recipe.model.init_from:
             return self.load_checkpoint()
+        if stock_architecture(self.recipe.model.architecture):
+            from transformers import AutoModelForMaskedLM
+
+            return new_stock_model(AutoModelForMaskedLM, stock_config(self.recipe, self.tokenizer), self.recipe)
         return self.new_model(PretrainEncoderForMaskedLM)
 
     def load_checkpoint(self):
@@ -107,7 +115,10 @@ class ReplacedTokenDetectionObjective(MaskedTextObjective):
     """Packed blocks of the corpus, masked as for the masked LM; a small generator fills the masked positions with
     its samples and the discriminator (the model of `model.config`) learns at every position whether the token was
     replaced (ELECTRA; hf_pretrain/models/replaced_token_detection.py). loss = generator MLM loss (mean over the
-    step's masked tokens) + rtd.detection_weight x detection loss (mean over the step's tokens)."""
+    step's masked tokens) + rtd.detection_weight x detection loss (mean over the step's tokens). Our encoder family
+    for both, or a stock architecture (`model.architecture`): ElectraForPreTraining with an ElectraForMaskedLM
+    generator that shares its embeddings, or a masked LM and a one-logit token classifier of bert, roberta or
+    modernbert (each with its own embeddings, as their widths differ)."""
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path):
         from ...data.masking import ReplacedTokenCollator
@@ -115,20 +126,50 @@ class ReplacedTokenDetectionObjective(MaskedTextObjective):
 
         super().__init__(recipe, accelerator, run_dir)
         settings = recipe.rtd
-        torch.manual_seed(recipe.train.seed)
-        discriminator = model_config_from_recipe(
-            self.config_class, recipe, vocab_size=vocab_rows(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id
-        )
-        generator = generator_config(discriminator, settings.generator_width, settings.generator_layers)
-        self.model = ReplacedTokenDetectionPretrainer(discriminator, generator, settings.sampling_temperature)
+        self.own_family = stock_architecture(recipe.model.architecture) is None
+        if self.own_family:
+            torch.manual_seed(recipe.train.seed)
+            discriminator = model_config_from_recipe(
+                self.config_class, recipe, vocab_size=vocab_rows(self.tokenizer),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            generator = generator_config(discriminator, settings.generator_width, settings.generator_layers)
+            self.model = ReplacedTokenDetectionPretrainer(discriminator, generator, settings.sampling_temperature)
+        else:
+            self.model = self.stock_pair()
+        generator, discriminator = self.model.generator.config, self.model.discriminator.config
+        shared = self.model.generator.get_input_embeddings() is self.model.discriminator.get_input_embeddings()
         logger.info(
             f"replaced-token detection: generator {generator.hidden_size} wide x {generator.num_hidden_layers} "
-            f"blocks ({self.model.generator.num_parameters():,} parameters with the shared embeddings), "
-            f"discriminator {discriminator.hidden_size} wide x {discriminator.num_hidden_layers} blocks "
-            f"({self.model.discriminator.num_parameters():,})"
+            f"blocks ({self.model.generator.num_parameters():,} parameters"
+            f"{' with the shared embeddings' if shared else ''}), discriminator {discriminator.hidden_size} wide x "
+            f"{discriminator.num_hidden_layers} blocks ({self.model.discriminator.num_parameters():,})"
         )
         self.apply_embedding_init(self.training_documents)
-        self.build_collators(ReplacedTokenCollator, with_position_ids=True)  # our family: per-document attention
+        # Our family: per-document positions and attention; a stock one: rows of concatenated documents.
+        self.build_collators(ReplacedTokenCollator, with_position_ids=self.own_family)
+
+    def stock_pair(self):
+        """The stock architecture's discriminator (a one-logit token head) and its narrower masked-LM generator."""
+        from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoModelForTokenClassification
+
+        from ...models.replaced_token_detection import ReplacedTokenDetectionPretrainer, generator_size
+
+        recipe, settings = self.recipe, self.recipe.rtd
+        config = stock_config(recipe, self.tokenizer)
+        if config.model_type == "electra":  # ELECTRA's own discriminator head
+            discriminator = new_stock_model(AutoModelForPreTraining, config, recipe)
+        else:
+            config.num_labels = 1
+            discriminator = new_stock_model(AutoModelForTokenClassification, config, recipe)
+        hidden, heads, intermediate = generator_size(config.hidden_size, config.num_attention_heads,
+                                                     config.intermediate_size, settings.generator_width)
+        generator = type(config).from_dict({
+            **config.to_dict(), "hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": intermediate,
+            "num_hidden_layers": settings.generator_layers or config.num_hidden_layers, "num_labels": 2,
+        })
+        generator = new_stock_model(AutoModelForMaskedLM, generator, recipe)
+        return ReplacedTokenDetectionPretrainer.from_parts(generator, discriminator, settings.sampling_temperature)
 
     def count_items(self, batch: dict) -> torch.Tensor:
         """(2,): masked tokens (the generator's loss averages over them) and scored tokens (the detector's)."""
@@ -163,7 +204,12 @@ class ReplacedTokenDetectionObjective(MaskedTextObjective):
     def step_flops(self, micro_batches: list[dict]) -> float:
         tokens = sum(self.count_tokens(b) for b in micro_batches)
         masked = sum(int(self.count_items(b)[0]) for b in micro_batches)
-        return self.model.training_flops(tokens, masked, self.recipe.data.block_size)
+        length = self.recipe.data.block_size
+        if self.own_family:
+            return self.model.training_flops(tokens, masked, length)
+        # A stock generator predicts every position (its masked rows are taken afterwards).
+        return (transformers_flops(self.model.generator, tokens, tokens, length)
+                + transformers_flops(self.model.discriminator, tokens, tokens, length))
 
     def final_folders(self, model, weights: dict | None) -> list[tuple[str, object, dict | None]]:
         """`final`: the discriminator (what fine-tuning, embed and export read); `generator`: the fill-mask model."""

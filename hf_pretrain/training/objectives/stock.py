@@ -1,6 +1,7 @@
-"""Continued pretraining of transformers checkpoints: loading one (vocabulary grown to the tokenizer's, added
-domain words' rows initialized), how its rows are packed, its masked-LM head on the masked positions only, and
-its FLOPs. Our own families do each of these in their model classes."""
+"""Transformers models in our loop: a checkpoint continued here (vocabulary grown to the tokenizer's, added domain
+words' rows initialized) or a stock architecture trained from scratch (`model.architecture`, its config from
+`model.config` and the tokenizer); how their rows are packed, a masked LM's head on the masked positions only, and
+their FLOPs. Our own families do each of these in their model classes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from torch.nn import functional as F
 
 from ...data.collation import IGNORE_INDEX
 from ...data.pipeline import DOMAIN_WORDS_FILE
-from ...recipe import Recipe
-from .base import vocab_rows
+from ...architectures import stock_architecture
+from ...recipe import Recipe, RecipeError
+from .base import stock_config_class, vocab_rows
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +125,45 @@ def load_transformers_checkpoint(auto_class, recipe: Recipe, tokenizer):
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(vocab_rows(tokenizer))
     return model
+
+
+# ------------------------------------------------------------------------------------------------ from scratch
+def stock_config(recipe: Recipe, tokenizer, **fixed):
+    """The stock architecture's config: model.config, with the vocabulary and the special tokens' ids from the
+    tokenizer and a position table that holds a block (RoBERTa's starts after the padding id)."""
+    architecture = stock_architecture(recipe.model.architecture)
+    config_class = stock_config_class(architecture)
+    settings = dict(recipe.model.config)
+    needed = recipe.data.block_size + (tokenizer.pad_token_id + 1 if architecture.positions_after_padding else 0)
+    default = getattr(config_class(), "max_position_embeddings", None)  # GPT-2 names it n_positions
+    if default is not None:
+        settings.setdefault("max_position_embeddings", max(default, needed))
+        if settings["max_position_embeddings"] < needed:
+            raise RecipeError(
+                f"model.config.max_position_embeddings={settings['max_position_embeddings']} is too small for "
+                f"data.block_size={recipe.data.block_size} with model.architecture={architecture.name!r}: it needs "
+                f">= {needed}."
+            )
+    settings.update(vocab_size=vocab_rows(tokenizer), **fixed)
+    for field_name, role in architecture.token_ids.items():
+        settings[field_name] = tokenizer.convert_tokens_to_ids(getattr(tokenizer, role))
+    try:
+        return config_class(**settings)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"model.config ({config_class.__name__}): {error}") from None
+
+
+def new_stock_model(auto_class, config, recipe: Recipe, **options):
+    """A freshly initialized stock model, seeded by train.seed (the same weights on every rank), with the recipe's
+    attention implementation where the family has it."""
+    torch.manual_seed(recipe.train.seed)
+    try:
+        return auto_class.from_config(config, attn_implementation=recipe.model.attn_implementation, **options)
+    except ValueError as error:  # a family without that implementation: its own default
+        if "attention implementation" not in str(error) and "attn_implementation" not in str(error):
+            raise
+        torch.manual_seed(recipe.train.seed)
+        model = auto_class.from_config(config, **options)
+        logger.info(f"model.attn_implementation={recipe.model.attn_implementation!r} is not available for "
+                    f"{type(model).__name__}; using its default ({model.config._attn_implementation!r})")
+        return model
