@@ -37,6 +37,10 @@ class StockArchitecture:
     token_ids: dict = field(default_factory=dict)
     verified_by: str = ""  # the test that trains it through the CLI
 
+    def trains(self, objective_name: str) -> bool:
+        """Whether this entry's registry row lists the objective (data, not a branch on a name)."""
+        return objective_name in self.objectives
+
 
 STOCK_ARCHITECTURES: dict[str, StockArchitecture] = {entry.name: entry for entry in (
     StockArchitecture(
@@ -80,9 +84,9 @@ def stock_architecture(name: str) -> StockArchitecture | None:
     return STOCK_ARCHITECTURES.get(name)
 
 
-def architectures_for(objective: str) -> list[str]:
+def architectures_for(objective_name: str) -> list[str]:
     """The stock architectures an objective can train, in registry order."""
-    return [entry.name for entry in STOCK_ARCHITECTURES.values() if objective in entry.objectives]
+    return [entry.name for entry in STOCK_ARCHITECTURES.values() if entry.trains(objective_name)]
 
 
 __all__ = ["OWN", "STOCK_ARCHITECTURES", "ARCHITECTURE_CHOICES", "StockArchitecture", "stock_architecture",
