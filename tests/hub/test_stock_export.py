@@ -71,6 +71,18 @@ def test_the_encoder_without_a_first_attention_norm_is_exactly_modernbert(head, 
     assert check_parity(ours, stock, pad_id=0)["max_abs_logit_difference"] <= PARITY_TOLERANCE
 
 
+@pytest.mark.parametrize("recipe", ["mlm-tiny", "clm-tiny"])
+def test_the_quickstart_and_clm_tiny_recipes_convert_to_stock_classes(recipe):
+    """The shipped tiny recipes' model configs have an exact stock equivalent (mlm-tiny since it sets
+    first_layer_attn_norm: false), so `export --as modernbert` / `--as llama` takes their runs."""
+    from hf_pretrain.models import PretrainDecoderConfig, PretrainEncoderConfig
+    from hf_pretrain.recipe import load_recipe
+
+    config = load_recipe(recipe).model.config
+    family, stock = (PretrainEncoderConfig, "modernbert") if recipe == "mlm-tiny" else (PretrainDecoderConfig, "llama")
+    assert stock_problems(family(**config), stock) == []
+
+
 def test_a_config_with_no_stock_equivalent_names_the_field_and_what_the_stock_class_needs():
     from hf_pretrain.models import PretrainDecoderConfig, PretrainEncoderConfig
 
