@@ -20,8 +20,9 @@ from typing import Any
 
 # Recipe sections every objective reads; each objective names the others it reads in `ObjectiveSpec.sections`.
 COMMON_SECTIONS = ("model", "train", "output")
-# The sections of a text objective: where the text comes from and how it is tokenized.
-TEXT_SECTIONS = ("tokenizer", "data")
+# The sections of a text objective: where the text comes from, how it is tokenized, and the labeled set probed at
+# every eval.
+TEXT_SECTIONS = ("tokenizer", "data", "probe")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class ObjectiveSpec:
 # ------------------------------------------------------------------------------------------------ metrics
 LOSS = EvalMetric("loss", "eval loss")
 PERPLEXITY = EvalMetric("perplexity", "perplexity", model_index="perplexity")
+# The linear probe every text objective's eval runs when the recipe has one (recipe/probe.py, training/probe.py).
+PROBE = (EvalMetric("probe_accuracy", "linear probe accuracy (frozen features)", percent=True),
+         EvalMetric("probe_macro_f1", "linear probe macro F1 (frozen features)", percent=True))
 
 
 def token_accuracy(label: str) -> EvalMetric:
@@ -114,11 +118,13 @@ def refuse_continuing(recipe) -> str | None:
     return None
 
 
-def refuse_streaming_documents(recipe) -> str | None:
-    if recipe.data.streaming:
-        return ("data.streaming=true is not available for objective 'dae': its batches group documents of similar "
-                "length (a length-bucketed sampler over the whole corpus), which needs the corpus in memory. Set "
-                "data.streaming=false (data.max_documents caps how many are read), or stream with objective 'mlm'.")
+def refuse_mixture_in_memory(recipe) -> str | None:
+    # A mixture held in memory mixes packed blocks by weight (data/mixing.py); the autoencoder's rows are whole
+    # documents in length buckets, which that sampler does not order. A stream mixes its documents per slot.
+    if recipe.data.sources and not recipe.data.streaming:
+        return ("data.sources with objective 'dae' needs data.streaming=true: in memory its batches are length "
+                "buckets of documents, which the mixture's weighted block order does not cover. Set "
+                "data.streaming=true (the sources are then mixed per row by weight), or train on one source.")
     return None
 
 
@@ -154,7 +160,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
         summary="masked language model: an encoder predicts masked tokens",
         sections=TEXT_SECTIONS + ("masking",),
         tokenizer_layout="encoder",
-        eval_metrics=(LOSS, PERPLEXITY, token_accuracy("masked-token accuracy")),
+        eval_metrics=(LOSS, PERPLEXITY, token_accuracy("masked-token accuracy"), *PROBE),
         describe=describe_masked_lm,
         adds_domain_words=True,
     ),
@@ -164,7 +170,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
         summary="causal language model: a GPT-style decoder predicts each next token",
         sections=TEXT_SECTIONS,
         tokenizer_layout="decoder",
-        eval_metrics=(LOSS, PERPLEXITY, token_accuracy("next-token accuracy")),
+        eval_metrics=(LOSS, PERPLEXITY, token_accuracy("next-token accuracy"), *PROBE),
         describe=describe_causal_lm,
         generates_text=True,
     ),
@@ -179,6 +185,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
             EvalMetric("detection_accuracy", "replaced-token detection accuracy", percent=True, model_index="accuracy"),
             EvalMetric("replaced_share", "share of tokens replaced by the generator", percent=True),
             EvalMetric("generator_loss", "generator masked-LM loss"),
+            *PROBE,
         ),
         describe=describe_replaced_token_detection,
         checks=(refuse_continuing,),
@@ -192,9 +199,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
         tokenizer_layout="encoder-decoder",
         eval_metrics=(LOSS, PERPLEXITY, token_accuracy("reconstruction token accuracy"),
                       EvalMetric("exact_match", "exact match (whole text reconstructed)", percent=True,
-                                 model_index="exact_match")),
+                                 model_index="exact_match"), *PROBE),
         describe=describe_denoising,
-        checks=(refuse_streaming_documents,),
+        checks=(refuse_mixture_in_memory,),
         encoder_decoder=True,
     ),
     ObjectiveSpec(

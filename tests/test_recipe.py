@@ -34,7 +34,8 @@ def test_every_shipped_recipe_loads_and_starts_with_a_comment_saying_how_to_run_
 def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
     recipe = load_recipe(
         "mlm-tiny",
-        ["train.lr=3e-4", "train.max_steps=7", "model.config.hidden_size=64", "data.train_files=a.txt", "output.dir=x"],
+        ["train.lr=3e-4", "train.max_steps=7", "model.config.hidden_size=64", "data.source=files",
+         "data.train_files=a.txt", "output.dir=x"],
     )
     assert recipe.train.lr == pytest.approx(3e-4) and isinstance(recipe.train.lr, float)
     assert recipe.train.max_steps == 7
@@ -45,6 +46,10 @@ def test_overrides_are_typed_and_reach_nested_sections(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(recipe.to_yaml())
     assert load_recipe(str(path)) == recipe
+    # Files named without data.source=files would be ignored (the recipe says builtin): refused, saying so.
+    with pytest.raises(RecipeError, match=r"data.train_files=\['a.txt'\] is for source=files, but "
+                                          r"data.source='builtin': it would be ignored"):
+        load_recipe("mlm-tiny", ["data.train_files=a.txt"])
 
 
 @pytest.mark.parametrize(
@@ -103,4 +108,11 @@ def test_a_section_the_objective_would_ignore_is_an_error_naming_the_key(name, o
     with pytest.raises(RecipeError, match=message) as error:
         load_recipe(name, [override])
     assert override.split("=")[0] in str(error.value)
+
+
+def test_an_autoencoder_mixture_in_memory_is_refused_and_a_streamed_one_is_not():
+    sources = "data.sources=[{name: a, weight: 1, source: builtin}, {name: b, weight: 3, source: builtin}]"
+    with pytest.raises(RecipeError, match="data.sources with objective 'dae' needs data.streaming=true"):
+        load_recipe("dae-sentence", [sources])
+    assert len(load_recipe("dae-sentence", [sources, "data.streaming=true"]).data.sources) == 2
 

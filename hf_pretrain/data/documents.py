@@ -9,6 +9,14 @@ Public API
     (collation.py).
 `LengthBucketBatchSampler(lengths, batch_size, seed=0, shuffle=True, drop_last=False, bucket_size_multiplier=50)`
 `DocumentsReport`: counts (documents, empty, truncated, tokens).
+
+A streamed corpus (data.streaming=true) has the same rows without a dataset:
+`DocumentRows(block_size, min_document_tokens)`: what a stream reader (data/block_stream.py) puts where a lane's
+    BlockPacker goes for whole-document rows: the packer's interface and state, one row per document.
+`stream_documents(texts, tokenizer, max_length, with_word_starts=False)`: prepare_documents' rows (input_ids,
+    length, example_index, + word_starts) of any iterable of texts, one at a time (example_index from 0).
+`first_documents(texts, tokenizer, max_length, with_word_starts, count) -> list[dict]`: the first `count` of them
+    (a streamed run's fixed validation set).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from .encoding import DocumentEncoder, minimum_document_tokens, tokenize_dataset
+from .encoding import TOKENIZE_BATCH_SIZE, DocumentEncoder, minimum_document_tokens, tokenize_dataset
+from .packing import PackedBlocks, PackingReport
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +124,103 @@ class LengthBucketBatchSampler:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         for batch in batches:
             yield batch.tolist()
+
+
+# --------------------------------------------------------------------------------------------------- streamed
+class DocumentRows:
+    """Whole-document rows for a stream reader, in place of its lane's BlockPacker (data/block_stream.py): the
+    same `add(flat_ids, lengths, flat_word_starts) -> PackedBlocks`, `report` and private fields, so the reader's
+    shuffle buffer, keys, mixture slots and saved state work unchanged.
+
+    The documents come from a DocumentEncoder with max_length=block_size (the encoder prepare_documents uses), so
+    they are already truncated as prepare_documents truncates them (boundary tokens kept); each kept document (more
+    than its boundary tokens) becomes one row and nothing is carried to the next call (the remainder fields stay
+    empty). Rows are returned padded to block_size (ids 0, position_ids -1 past the document's end, word starts 0)
+    so that the shuffle buffer and its saved arrays keep a fixed width; the reader cuts each row back to its length
+    when it emits it. In the report, `blocks` counts rows and `split_documents` the documents truncated at
+    block_size (`count_truncated`)."""
+
+    def __init__(self, block_size: int, min_document_tokens: int):
+        if not isinstance(block_size, int) or block_size < 3:
+            raise ValueError(f"block_size={block_size!r}; allowed: an integer >= 3 (room for two boundary tokens).")
+        self.block_size, self.min_document_tokens = block_size, min_document_tokens
+        self.report = PackingReport(block_size=block_size)
+        # A BlockPacker's remainder and counters (saved and restored by the reader): always empty / unused here.
+        self._ids = np.empty(0, np.int32)
+        self._starts = np.empty(0, bool)
+        self._document = np.empty(0, np.int64)
+        self._word_starts = None
+        self._documents_seen = 0
+        self._last_split_document = -1
+
+    def add(self, flat_ids: np.ndarray, lengths: np.ndarray,
+            flat_word_starts: np.ndarray | None = None) -> PackedBlocks:
+        """Documents (concatenated ids + per-document lengths, each at most block_size) -> one padded row each."""
+        lengths = np.asarray(lengths, np.int64)
+        size = self.block_size
+        if len(lengths) and lengths.max() > size:
+            raise ValueError(f"a document of {int(lengths.max())} tokens is longer than block_size={size}: encode the "
+                             "documents with DocumentEncoder(max_length=block_size).")
+        self.report.documents += len(lengths)
+        keep = lengths > self.min_document_tokens
+        if not keep.all():
+            self.report.empty_documents += int((~keep).sum())
+            token_keep = np.repeat(keep, lengths)
+            flat_ids = flat_ids[token_keep]
+            flat_word_starts = flat_word_starts[token_keep] if flat_word_starts is not None else None
+            lengths = lengths[keep]
+        rows = len(lengths)
+        self.report.tokens += int(lengths.sum())
+        self.report.blocks += rows
+        self._documents_seen += rows
+        column = np.arange(size)
+        inside = column < lengths[:, None]  # (rows, size): row-major order is the documents' concatenation
+        ids = np.zeros((rows, size), np.int32)
+        ids[inside] = flat_ids
+        positions = np.where(inside, column, -1).astype(np.int32)
+        word_starts = None
+        if flat_word_starts is not None:
+            word_starts = np.zeros((rows, size), np.int8)
+            word_starts[inside] = flat_word_starts
+        return PackedBlocks(ids, positions, word_starts)
+
+    def count_truncated(self, truncated) -> None:
+        """The encoder's `truncated` flags of the documents just added: counted as `split_documents`."""
+        self.report.split_documents += int(np.sum(truncated))
+
+    def finish(self) -> PackingReport:
+        return self.report
+
+
+def stream_documents(texts, tokenizer, max_length: int, with_word_starts: bool = False,
+                     batch_size: int = TOKENIZE_BATCH_SIZE) -> Iterator[dict]:
+    """prepare_documents' rows of an iterable of texts (strings or rows with a `text` column), one at a time: the
+    same encoder, truncation and dropping of empty documents; example_index counts the kept rows from 0."""
+    from .streaming import iter_text_batches
+
+    if not isinstance(max_length, int) or max_length < 3:
+        raise ValueError(f"max_length={max_length!r}; allowed: an integer >= 3 (room for two boundary tokens).")
+    encoder = DocumentEncoder(tokenizer, "text", with_word_starts, max_length=max_length)
+    minimum = minimum_document_tokens(encoder)
+    index = 0
+    for batch in iter_text_batches(texts, "text", batch_size):
+        encoded = encoder.encode(batch)
+        for row, ids in enumerate(encoded["input_ids"]):
+            if len(ids) <= minimum:
+                continue
+            item = {"input_ids": np.asarray(ids, np.int32), "length": np.int64(len(ids)),
+                    "example_index": np.int64(index)}
+            if with_word_starts:
+                item["word_starts"] = np.asarray(encoded["word_starts"][row], np.int8)
+            index += 1
+            yield item
+
+
+def first_documents(texts, tokenizer, max_length: int, with_word_starts: bool, count: int) -> list[dict]:
+    """The first `count` documents of a stream as prepare_documents' rows, in memory (a fixed validation set)."""
+    import itertools
+
+    rows = list(itertools.islice(stream_documents(texts, tokenizer, max_length, with_word_starts), count))
+    logger.info(f"validation: the first {len(rows):,} documents of the validation stream (truncated to {max_length} "
+                "tokens)")
+    return rows

@@ -3,8 +3,9 @@
 `load_text_splits` reads the recipe's data section (files, Hub, built-in) into train/validation texts;
 `prepare_tokenizer` loads, reuses or trains the tokenizer (`train_recipe_tokenizer`, which `hf-pretrain tokenizer`
 runs too; optionally adding domain words); `prepare_splits` runs a preparation function (block packing or
-document encoding) on both splits with rank 0 first, so the other ranks load its cache; `StreamedBlocks` /
-`first_blocks` do the same for a corpus streamed from disk or the Hub.
+document encoding) on both splits with rank 0 first, so the other ranks load its cache; `first_blocks` packs the
+validation split of a streamed corpus (whose training split every process reads in its own shards:
+data/block_stream.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import torch
 
 from ..architectures import stock_architecture
 from ..console import shows_progress
@@ -29,43 +29,68 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TextSplits:
     """The recipe's text: train and validation datasets (a `text` column; IterableDatasets when streamed) and the
-    training split's cleaning report (for a stream it fills in as the stream is read)."""
+    training split's cleaning report (for a stream it fills in as the stream is read).
+
+    Per source (one entry, named after its kind, in a one-source recipe; data.sources in a mixture):
+    `train_by_source` / `validation_by_source` (name -> texts), `reports_by_source` (name -> {"train": report,
+    "validation": report}), `weights` (name -> share of the trained tokens, summing to 1). In a mixture `train` and
+    `validation` hold every source's documents once, interleaved by weight (what the tokenizer reads), and
+    `train_report` summarizes the sources' reports; packed training mixes per block (data/mixing.py)."""
 
     train: datasets.Dataset | datasets.IterableDataset
     validation: datasets.Dataset | datasets.IterableDataset
     train_report: object
+    train_by_source: dict = field(default_factory=dict)
+    validation_by_source: dict = field(default_factory=dict)
+    reports_by_source: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+
+    @property
+    def is_mixture(self) -> bool:
+        return len(self.weights) > 1
 
 
 def load_text_splits(recipe: Recipe) -> TextSplits:
-    """The recipe's text, from its data section (files, Hub, built-in), cleaned, with a validation split."""
-    from .sources import load_text_sources
+    """The recipe's text, from its data section (files, Hub, built-in; or each source of data.sources), cleaned,
+    with a validation split per source."""
+    from ..recipe.data import source_sections
+    from .mixing import SourceReports, mix_documents
+    from .mixture import normalized_weights
+    from .sources import load_source_texts
 
-    data = recipe.data
-    validation_files = data.validation_files if data.source == "files" else ()
-    sources = load_text_sources(
-        train_files=data.train_files if data.source == "files" else (),
-        validation_files=validation_files,
-        format=data.format,
-        text_column=data.text_column,
-        hub_dataset=data.hub_dataset if data.source == "hub" else None,
-        hub_config=data.hub_config,
-        hub_split=data.hub_split,
-        builtin=data.source == "builtin",
-        validation_fraction=0.0 if validation_files else data.validation_fraction,
-        seed=recipe.train.seed,
-        max_documents=data.max_documents,
-        num_proc=data.num_proc,
-        streaming=data.streaming,
-    )
-    if data.streaming:  # a stream's cleaning report fills in as it is read: each pass over it reports it
-        logger.info("text: streamed; cleaning and packing are reported after each pass over the stream")
+    data, mixture = recipe.data, bool(recipe.data.sources)
+    sections = source_sections(data)
+    loaded = {}
+    for index, section in enumerate(sections):
+        where = f"data.sources[{index}] ({section.name!r})" if mixture else ""
+        try:
+            loaded[section.name] = load_source_texts(section, data, recipe.train.seed)
+        except ValueError as error:
+            if not mixture:
+                raise
+            raise ValueError(f"{where}: {error}") from error
+        if data.streaming:  # the stream's readers count what they clean and pack (training/streamed.py)
+            logger.info(f"text{' of source ' + section.name if mixture else ''}: streamed; what its readers clean and "
+                        "pack is reported at each eval and checkpoint")
+        else:
+            logger.info(f"text{' of source ' + section.name if mixture else ''}: {loaded[section.name].summary()}")
+        if loaded[section.name].validation is None:
+            raise RecipeError(
+                f"no validation text{' for ' + where if mixture else ''}: set data.validation_fraction > 0 or "
+                f"data.{'sources[i].' if mixture else ''}validation_files (eval needs it)."
+            )
+    shares = dict(zip(loaded, map(float, normalized_weights([section.weight for section in sections]))))
+    trains = {name: texts.train for name, texts in loaded.items()}
+    validations = {name: texts.validation for name, texts in loaded.items()}
+    reports = {name: texts.reports for name, texts in loaded.items()}
+    if mixture:
+        train = mix_documents(trains.values(), shares.values(), recipe.train.seed)
+        validation = mix_documents(validations.values(), shares.values(), recipe.train.seed)
+        train_report = SourceReports({name: report["train"] for name, report in reports.items()})
     else:
-        logger.info(f"text: {sources.summary()}")
-    if sources.validation is None:
-        raise RecipeError(
-            "no validation text: set data.validation_fraction > 0 or data.validation_files (eval needs it)."
-        )
-    return TextSplits(sources.train, sources.validation, sources.reports["train"])
+        (train,), (validation,), (train_report,) = trains.values(), validations.values(), [
+            report["train"] for report in reports.values()]
+    return TextSplits(train, validation, train_report, trains, validations, reports, shares)
 
 
 # A streamed corpus may be endless: the tokenizer learns from its first documents.
@@ -78,42 +103,6 @@ def texts_for_tokenizer(train_texts, limit: int | None) -> list[str]:
         return [row["text"] for row in itertools.islice(train_texts, limit)]
     texts = train_texts["text"]
     return texts[:limit] if limit else texts
-
-
-class StreamedBlocks(torch.utils.data.IterableDataset):
-    """Packed blocks of a text stream, for corpora larger than memory (the DataLoader iterates it; Accelerate's
-    dispatcher reads it on the main process and hands each rank its slice of every global batch, so ranks never
-    see the same block). Each pass over the stream is one epoch; the masks still change per epoch. A pass ends
-    with its cleaning and packing reports (per DataLoader worker: each counts the documents it read).
-
-    DataLoader workers: a `datasets.IterableDataset` read inside worker w of k yields only that worker's shards
-    (files) of the corpus, so each worker packs its own documents and block n of worker w gets the noise key
-    n * k + w: every block once, keys unique across workers, the same blocks and keys on every pass (exact
-    resume, for a fixed train.num_workers). Any other iterable of texts is read whole by every worker, which keeps
-    every k-th block under its own global key."""
-
-    def __init__(self, texts, tokenizer, block_size: int, with_word_starts: bool, cleaning_report=None):
-        from .streaming import pack_stream
-
-        super().__init__()
-        self.shards_per_worker = isinstance(texts, datasets.IterableDataset)
-        self.blocks = pack_stream(texts, tokenizer, block_size, with_word_starts=with_word_starts)
-        self.cleaning_report = cleaning_report
-
-    def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        if worker is None:
-            yield from self.blocks
-        elif self.shards_per_worker:
-            for block in self.blocks:
-                yield {**block, "example_index": block["example_index"] * worker.num_workers + worker.id}
-        else:
-            for block in self.blocks:
-                if int(block["example_index"]) % worker.num_workers == worker.id:
-                    yield block
-        reader = f" (DataLoader worker {worker.id + 1} of {worker.num_workers})" if worker is not None else ""
-        cleaning = f"cleaning: {self.cleaning_report.summary()}; " if self.cleaning_report is not None else ""
-        logger.info(f"a pass over the stream ended{reader}: {cleaning}packing: {self.blocks.report.summary()}")
 
 
 def first_blocks(texts, tokenizer, block_size: int, with_word_starts: bool, count: int) -> list[dict]:

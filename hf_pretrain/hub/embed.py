@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data.features import read_table
 from ..folders import model_location, remote_code_allowed
+from ..pooling import pool
 
 POOLINGS = ("auto", "mean", "cls", "pooler")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -47,23 +48,6 @@ def load_feature_model(model: str, trust_remote_code: bool = False):
 
 def default_pooling(model) -> str:
     return "pooler" if model.config.model_type == "hf_pretrain_dae" else "mean"
-
-
-def pool(outputs, attention_mask, pooling: str):
-    """(B, L, C) states -> (B, C) with the named pooling (see the module doc)."""
-    import torch
-
-    if pooling == "pooler":
-        pooled = getattr(outputs, "pooler_output", None)
-        if pooled is None:
-            raise ValueError("pooling='pooler' is not allowed for this model: it returns no pooler_output; use mean or cls.")
-        return pooled
-    # The autoencoder's base model has no decoder output here: its encoder states are the token states.
-    states = outputs.last_hidden_state if getattr(outputs, "last_hidden_state", None) is not None else outputs.encoder_last_hidden_state
-    if pooling == "cls":
-        return states[:, 0]
-    weights = attention_mask.to(states.dtype).unsqueeze(-1)
-    return (states * weights).sum(1) / torch.clamp(weights.sum(1), min=1.0)
 
 
 def embed_texts(model, tokenizer, texts: list[str], pooling: str = "auto", batch_size: int = 32,

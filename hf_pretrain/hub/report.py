@@ -54,17 +54,33 @@ def pyplot():
 
 
 def plot_loss(records: list[dict], path: Path) -> Path:
+    """The train and eval loss; with a second panel of the linear probe's accuracy and macro F1 when the run
+    probed (the model's usefulness for a task next to its loss)."""
     plt = pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4))
+    probe_steps, probe_accuracy = series(records, "eval/probe_accuracy")
+    if probe_steps:
+        figure, (axis, probe_axis) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True,
+                                                  gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        figure, axis = plt.subplots(figsize=(7, 4))
     steps, values = series(records, "loss")
     axis.plot(steps, values, label="train loss", linewidth=1, alpha=0.8)
     eval_steps, eval_values = series(records, "eval/loss")
     if eval_steps:
         axis.plot(eval_steps, eval_values, "o-", label="eval loss", linewidth=2)
-    axis.set_xlabel("step")
     axis.set_ylabel("loss")
     axis.grid(alpha=0.3)
     axis.legend()
+    if probe_steps:
+        f1_steps, f1_values = series(records, "eval/probe_macro_f1")
+        probe_axis.plot(probe_steps, [100 * v for v in probe_accuracy], "o-", label="probe accuracy")
+        probe_axis.plot(f1_steps, [100 * v for v in f1_values], "s--", label="probe macro F1", alpha=0.8)
+        probe_axis.set_ylabel("linear probe (%)")
+        probe_axis.grid(alpha=0.3)
+        probe_axis.legend()
+        probe_axis.set_xlabel("step")
+    else:
+        axis.set_xlabel("step")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -128,7 +144,8 @@ def markdown_summary(run: dict, images: list[str], note: str | None = None) -> s
     if after:
         lines += ["", "## Evaluation (held-out validation)", "", "| metric | before training | after training |",
                   "|---|---|---|"]
-        for key in ("loss", "perplexity", "accuracy", "exact_match", "clean_mse", "baseline_mse", "r2"):
+        for key in ("loss", "perplexity", "accuracy", "exact_match", "clean_mse", "baseline_mse", "r2",
+                    "probe_accuracy", "probe_macro_f1"):
             if key in after:
                 lines.append(f"| {key} | {format_number(before.get(key))} | {format_number(after[key])} |")
     if images:

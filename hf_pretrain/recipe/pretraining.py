@@ -16,6 +16,7 @@ from .data import DataSection, check_data_source
 from .fields import RecipeError, SerializableRecipe, build_section, changed_keys, choice, finite, section
 from .loading import read_recipe_data
 from .model import ModelSection, TokenizerSection
+from .probe import ProbeSection, check_probe
 from .train import OutputSection, TrainSection, check_warmup
 
 
@@ -33,6 +34,7 @@ class Recipe(SerializableRecipe):
     rtd: ReplacedTokenDetectionSection = section(ReplacedTokenDetectionSection, "replaced-token detection's generator")
     noise: NoiseSection = section(NoiseSection)
     features: FeaturesSection = section(FeaturesSection, "float feature vectors and their noise (dae-features)")
+    probe: ProbeSection = section(ProbeSection)
     train: TrainSection = section(TrainSection)
     output: OutputSection = section(OutputSection)
 
@@ -67,6 +69,7 @@ def check_recipe(recipe: Recipe) -> None:
     check_sections_fit_objective(recipe)
     if spec.reads_text:
         check_data_source(recipe.data)
+        check_probe(recipe.probe, recipe.data.source)
     check_warmup(train.warmup)
     check_model_keys(recipe)
     for rule in spec.checks:
@@ -124,13 +127,13 @@ def check_sections_fit_objective(recipe: Recipe) -> None:
     """A section the objective does not read must stay at its defaults: a setting that would be silently ignored
     is an error naming it."""
     spec = objective_spec(recipe.objective)
-    unread = [name for name in ("tokenizer", "data", "masking", "rtd", "noise", "features")
+    unread = [name for name in ("tokenizer", "data", "probe", "masking", "rtd", "noise", "features")
               if name not in spec.all_sections]
     changed = {name: changed_keys(getattr(recipe, name), name) for name in unread}
     if not spec.reads_text and any(changed.values()):  # every unread section is about text
         raise RecipeError(
             f"{', '.join(key for keys in changed.values() for key in keys)}: objective {recipe.objective!r} reads "
-            f"{spec.reads}, not text, so it has no tokenizer, data, masking, rtd or noise settings; its input and "
+            f"{spec.reads}, not text, so it has no tokenizer, data, probe, masking, rtd or noise settings; its input and "
             f"noise are set in the {' and '.join(spec.sections)} section."
         )
     for name in unread:

@@ -5,6 +5,8 @@ Layout of `RUN/checkpoints/step-00000100/`:
     optimizer.safetensors     every tensor of the optimizer state
     optimizer.json            the optimizer's non-tensor state (param groups, hyper-parameters)
     trainer_state.json        step, epoch, position in the epoch, tokens seen, elapsed time, ...
+    data/stream-rank{r}.json  a streamed corpus: each process's reader positions (JSON) and their packer
+    data/stream-rank{r}.safetensors    remainders and shuffle buffers (training/streamed.py)
     COMPLETE                  written last: sha256 of every file above
 
 A checkpoint is written into a hidden temporary folder and renamed into place only once COMPLETE is on disk, so a
@@ -126,13 +128,16 @@ def save_checkpoint(
     keep_last: int,
     recipe_yaml: str,
     is_main: bool = True,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically and prune old ones; return its folder.
 
     Call it on every rank, with `is_main` true on rank 0 alone: a sharded (FSDP2) model's weights and optimizer
     state are gathered with every rank taking part, then rank 0 writes. For a model whose weights are whole on this
     process (one process, DDP) nothing is gathered, and calling it on the main process alone is enough.
-    `recipe_yaml` (the resolved recipe) is stored with it: a rerun compares its own recipe against it."""
+    `recipe_yaml` (the resolved recipe) is stored with it: a rerun compares its own recipe against it.
+    `extra_files` (path inside the checkpoint -> content; rank 0's) are written before COMPLETE, so its sha256
+    covers them: a streamed corpus's reader states."""
     final = checkpoint_dir(run_dir, trainer_state.step)
     weights = full_model_state(model)  # collective calls for a sharded model: before any rank-0-only work
     optimizer_state = full_optimizer_state(model, optimizer)
@@ -146,6 +151,9 @@ def save_checkpoint(
     optimizer_to_files(optimizer_state, temporary)
     (temporary / "trainer_state.json").write_text(json.dumps(asdict(trainer_state), indent=2))
     (temporary / "recipe.yaml").write_text(recipe_yaml)
+    for name, content in (extra_files or {}).items():
+        (temporary / name).parent.mkdir(parents=True, exist_ok=True)
+        (temporary / name).write_bytes(content)
     write_complete_marker(temporary)
     swap_into_place(temporary, final)
     prune_checkpoints(run_dir, keep_last)

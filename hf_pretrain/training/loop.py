@@ -7,9 +7,10 @@ loop calls live beside it: the machine (devices.py), the batches (batches.py), t
 (optimizers.py), the lr schedule (schedules.py), skipped steps and the log window (step_outcomes.py), metrics and
 the progress bar (metrics.py), checkpoints (checkpoint.py) and the resume policy (resume.py).
 
-Exact resume: the data order is Accelerate's seedable sampler (seed + epoch), the noise is a pure function of
-(seed, epoch, example index), dropout is reseeded from (seed, step, rank) every step, and checkpoints hold weights,
-optimizer state and the position in the epoch. A resumed run repeats the uninterrupted run's steps bit for bit
+Exact resume: the data order is Accelerate's seedable sampler (seed + epoch), or for a streamed corpus the saved
+state of every process's readers (streamed.py); the noise is a pure function of (seed, epoch, example index),
+dropout is reseeded from (seed, step, rank) every step, and checkpoints hold weights, optimizer state and the
+position in the data. A resumed run repeats the uninterrupted run's steps bit for bit
 on CPU (budgets in steps or tokens; a wall-clock budget is by nature not repeatable).
 """
 
@@ -26,8 +27,9 @@ from pathlib import Path
 import torch
 
 from ..folders import swap_into_place, write_complete_marker
+from ..objectives import objective_spec
 from ..recipe import Recipe
-from .batches import TrainBatches, build_loaders, is_streamed
+from .batches import held_out_metrics, is_streamed, prepare_batches, source_eval_loaders
 from .checkpoint import (
     TrainerState,
     acquire_run_lock,
@@ -47,10 +49,12 @@ from .devices import build_accelerator, describe_hardware, fused_optimizer_fits,
 from .metrics import MetricsLog, ProgressBar, peak_tflops, tracker_config, truncate_metrics
 from .objectives import build_objective
 from .optimizers import build_optimizer
+from .probe import LinearProbe, load_probe_set
 from .resume import check_resume_recipe, move_run_aside, resume_position
 from .schedules import lr_multiplier
 from .step_outcomes import (
     LogWindow,
+    divergence_message,
     next_bad_streak,
     plain_tensor,
     skips_on_device,
@@ -98,6 +102,9 @@ class Pretraining:
         folder and the checkpoint to resume (its recipe against this one), the objective (tokenizer, data, model,
         noise), the optimizer and the loaders."""
         recipe, train = self.recipe, self.recipe.train
+        # The probe's labeled set is read and checked first (a bad file is refused before the run folder, the
+        # tokenizer or the data are touched); it is tokenized once the tokenizer exists.
+        probe_set = load_probe_set(recipe) if objective_spec(recipe.objective).reads_text else None
         self.accelerator = build_accelerator(recipe, self.run_dir)
         self.is_main = self.accelerator.is_main_process
         if self.is_main:
@@ -118,23 +125,20 @@ class Pretraining:
         self.accelerator.wait_for_everyone()
 
         self.objective = objective_factory(recipe, self.accelerator, self.run_dir)
+        self.probe = None if probe_set is None else LinearProbe(
+            probe_set, self.objective.tokenizer, recipe.data.block_size, recipe.probe.l2, recipe.probe.pooling)
         model = self.objective.model
         if train.activation_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         optimizer = build_optimizer(model, train, fused=fused_optimizer_fits(self.accelerator))
-        train_loader, eval_loader = build_loaders(self.objective, train)
-        self.model, self.optimizer, train_loader, self.eval_loader = self.accelerator.prepare(
-            model, optimizer, train_loader, eval_loader
-        )
+        # A streamed corpus's batches come from this process's own readers, resumed from the checkpoint's stream
+        # state (a resume on another reading layout is refused here, before any step).
+        self.model, self.optimizer, self.batches, self.eval_loader = prepare_batches(
+            self.accelerator, self.objective, model, optimizer, train, self.resume_from)
+        # A mixture's held-out text per source (eval/<source>/<metric>), beside the mixed eval.
+        self.eval_loaders_by_source = source_eval_loaders(self.accelerator, self.objective, train)
         if train.compile:
             self.model = torch.compile(self.model)
-        streamed = is_streamed(self.objective.train_dataset)
-        if not streamed and len(train_loader) == 0:
-            raise ValueError(
-                f"train.batch_size={train.batch_size} is larger than the training set "
-                f"({len(self.objective.train_dataset)} examples per process); lower it or add data."
-            )
-        self.batches = TrainBatches(train_loader, self.objective, train.grad_accum)
         self.skips_on_device = skips_on_device(self.optimizer)
         # One process without a token budget needs a step's tokens and FLOPs only for the metrics: they are
         # counted when the next record is written, so the step reads nothing back from the device.
@@ -143,7 +147,9 @@ class Pretraining:
         self.metrics = MetricsLog(self.run_dir, self.accelerator)
         self.state = TrainerState(num_processes=self.accelerator.num_processes, batch_size=train.batch_size)
         self.resume_skip = None  # micro-batches of the resumed epoch to skip, per process
-        if self.resume_from is not None:  # a position this launch cannot reach exactly is refused before any step
+        if self.resume_from is not None and is_streamed(self.objective.train_dataset):  # the readers hold it
+            self.resume_skip = self.resumed_state.batches_in_epoch
+        elif self.resume_from is not None:  # a position this launch cannot reach exactly is refused before any step
             self.resume_skip = resume_position(self.resumed_state, train.batch_size, self.accelerator.num_processes,
                                                self.objective.train_batch_sampler is not None, self.resume_from)
 
@@ -171,10 +177,13 @@ class Pretraining:
         if not self.state.initial_eval:  # step 0, before any update (a resumed run has it already)
             self.state.initial_eval = self.evaluate()
             self.metrics.log({f"eval/{k}": v for k, v in self.state.initial_eval.items()}, step=0)
-        bar = ProgressBar(self.recipe.output.progress_bar and self.is_main)
+        self.bar = bar = ProgressBar(self.recipe.output.progress_bar and self.is_main)
+        bar.show_eval(self.state.last_eval or self.state.initial_eval)
         window = LogWindow(self.accelerator.device)
         self.batches.start(self.state)
-        clock = time.perf_counter() - self.state.elapsed_seconds
+        # The budget's clock: elapsed = now - clock. The probe's seconds move it forward (kept out of the budget).
+        self.clock = time.perf_counter() - self.state.elapsed_seconds
+        self.elapsed_at_eval = self.state.elapsed_seconds
         self.longest_bad_streak = self.state.bad_steps_in_a_row
         self.model.train()
 
@@ -184,7 +193,7 @@ class Pretraining:
             lr = self.set_lr(tokens)
             step_loss = self.forward_backward(micro_batches, items)
             grad_norm, skipped = self.clip_and_step(step_loss)
-            step_seconds = self.advance(tokens, clock)
+            step_seconds = self.advance(tokens)
             self.record(window, bar, micro_batches, tokens, step_loss, grad_norm, skipped, lr, step_seconds,
                         data_wait)
             self.eval_and_save()
@@ -258,15 +267,15 @@ class Pretraining:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, skipped
 
-    def advance(self, tokens: int | None, clock: float) -> float:
+    def advance(self, tokens: int | None) -> float:
         """Count the step done; returns its seconds."""
         state = self.state
         state.step += 1
         if tokens is not None:  # else counted with the next record
             state.tokens_seen += tokens
         now = time.perf_counter()
-        step_seconds = now - clock - state.elapsed_seconds
-        state.elapsed_seconds = now - clock
+        step_seconds = now - self.clock - state.elapsed_seconds
+        state.elapsed_seconds = now - self.clock
         return step_seconds
 
     def record(self, window: LogWindow, bar: ProgressBar, micro_batches: list[dict], tokens: int | None,
@@ -285,7 +294,7 @@ class Pretraining:
                 or isinstance(skipped, str)):
             self.write_record(window, bar)  # brings state.skipped_steps and state.bad_steps_in_a_row up to date
             if self.longest_bad_streak >= train.max_bad_steps:  # also a streak the window's last step ended
-                raise TrainingDiverged(self.divergence_message())
+                raise TrainingDiverged(divergence_message(self.run_dir, self.longest_bad_streak, train.max_bad_steps))
 
     def eval_and_save(self) -> None:
         """Eval every train.eval_every steps; a checkpoint every train.save_every, but not inside a streak of
@@ -294,6 +303,8 @@ class Pretraining:
         saving = state.step % train.save_every == 0 and state.bad_steps_in_a_row == 0
         if state.step % train.eval_every == 0:
             self.evaluate_and_log()
+            if not saving:  # a save logs them too
+                self.batches.log_reports()  # a streamed corpus: what its readers read so far
         if saving:
             self.save()
 
@@ -360,16 +371,6 @@ class Pretraining:
         self.metrics.log(record, step=self.state.step)
         bar.update(record, self.progress())
 
-    def divergence_message(self) -> str:
-        checkpoints = sorted((self.run_dir / "checkpoints").glob("step-*"))
-        last_good = str(checkpoints[-1]) if checkpoints else "none yet (no checkpoint was written before)"
-        return (
-            f"training stopped: {self.longest_bad_streak} steps in a row had a non-finite loss or gradient "
-            f"norm (train.max_bad_steps={self.recipe.train.max_bad_steps}). The weights were not updated by those "
-            f"steps. Last good checkpoint: {last_good}. Try a lower train.lr, a longer train.warmup, or "
-            "train.precision=fp32."
-        )
-
     # ------------------------------------------------------------------------------------------- resume, eval, save
     def resume(self) -> None:
         found = self.resume_from
@@ -398,25 +399,35 @@ class Pretraining:
         logger.info(f"resumed from {found} (step {self.state.step}, epoch {self.state.epoch})")
 
     def evaluate(self) -> dict:
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for index, batch in enumerate(self.eval_loader):
-                if index >= self.recipe.train.eval_batches:
-                    break
-                for key, value in self.objective.eval_sums(self.model, batch).items():
-                    sums[key] = sums.get(key, 0) + value
-        totals = {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="sum").item() for k, v in sums.items()}
-        self.model.train()
-        return self.objective.eval_metrics(totals)
+        """The objective's eval metrics on the held-out batches (and per source of a mixture, as
+        `<source>/<metric>`), then the linear probe's (every rank fits the same probe: no collective)."""
+        measure = partial(held_out_metrics, self.model, self.objective, self.accelerator,
+                          self.recipe.train.eval_batches)
+        metrics = measure(self.eval_loader)
+        for name, loader in self.eval_loaders_by_source.items():
+            metrics.update({f"{name}/{key}": value for key, value in measure(loader).items()})
+        if self.probe is not None:
+            metrics.update(self.probe.run(self.accelerator.unwrap_model(self.model), self.accelerator.device))
+        return metrics
 
     def evaluate_and_log(self) -> None:
-        self.state.last_eval = {**self.evaluate(), "step": self.state.step}
+        """An eval inside the loop. The probe's seconds are kept out of the wall-clock budget (the clock moves
+        forward by them) and logged as `probe_share`, their share of the training seconds since the last eval."""
+        metrics = self.evaluate()
+        if "probe_seconds" in metrics:
+            self.clock += metrics["probe_seconds"]
+            trained = self.state.elapsed_seconds - self.elapsed_at_eval
+            metrics["probe_share"] = metrics["probe_seconds"] / trained if trained > 0 else 0.0
+            self.elapsed_at_eval = self.state.elapsed_seconds
+        self.bar.show_eval(metrics)
+        self.state.last_eval = {**metrics, "step": self.state.step}
         self.metrics.log({f"eval/{k}": v for k, v in self.state.last_eval.items() if k != "step"}, step=self.state.step)
 
     def save(self) -> None:
-        """Every rank takes part (a sharded model's full state is gathered from all of them); rank 0 writes."""
+        """Every rank takes part (a sharded model's full state, a streamed corpus's reader states are gathered
+        from all of them); rank 0 writes."""
         self.accelerator.wait_for_everyone()
+        stream_files = self.batches.checkpoint_files()
         save_checkpoint(
             self.run_dir,
             self.accelerator.unwrap_model(self.model),
@@ -426,6 +437,7 @@ class Pretraining:
             keep_last=self.recipe.train.keep_last,
             recipe_yaml=self.recipe.to_yaml(),
             is_main=self.is_main,
+            extra_files=stream_files,
         )
         self.accelerator.wait_for_everyone()
 

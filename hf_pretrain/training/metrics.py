@@ -157,11 +157,13 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ progress bar
 class ProgressBar:
-    """The run's progress in thousandths of its budget, with the last record's loss, lr and tokens/s (main process,
-    output.progress_bar, not --quiet; otherwise every call does nothing)."""
+    """The run's progress in thousandths of its budget, with the last record's loss, lr and tokens/s, and the last
+    eval's linear-probe accuracy when the run probes (main process, output.progress_bar, not --quiet; otherwise
+    every call does nothing)."""
 
     def __init__(self, enabled: bool, description: str = "pretraining"):
         self.bar = None
+        self.probe: str | None = None  # the last eval's probe accuracy, shown until the next eval
         if enabled and shows_progress():
             from tqdm.auto import tqdm
 
@@ -172,8 +174,16 @@ class ProgressBar:
         if self.bar is None:
             return
         self.bar.update(min(int(progress * 1000), 1000) - self.bar.n)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                             tok_s=f"{record['tokens_per_s']:,.0f}")
+        shown = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}",
+                 "tok_s": f"{record['tokens_per_s']:,.0f}"}
+        if self.probe is not None:
+            shown["probe"] = self.probe
+        self.bar.set_postfix(shown)
+
+    def show_eval(self, metrics: dict) -> None:
+        """Keep the eval's probe accuracy on the bar."""
+        if "probe_accuracy" in metrics:
+            self.probe = f"{100 * metrics['probe_accuracy']:.1f}%"
 
     def close(self) -> None:
         if self.bar is not None:

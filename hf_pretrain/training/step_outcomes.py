@@ -150,3 +150,14 @@ def plain_tensor(value, device: torch.device) -> torch.Tensor:
 def total_grad_norm(model: torch.nn.Module) -> torch.Tensor:
     norms = [p.grad.detach().norm(2) for p in model.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def divergence_message(run_dir, streak: int, max_bad_steps: int) -> str:
+    """Why a run stopped after `streak` non-finite steps in a row, and its last good checkpoint."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    last_good = str(checkpoints[-1]) if checkpoints else "none yet (no checkpoint was written before)"
+    return (
+        f"training stopped: {streak} steps in a row had a non-finite loss or gradient norm "
+        f"(train.max_bad_steps={max_bad_steps}). The weights were not updated by those steps. Last good "
+        f"checkpoint: {last_good}. Try a lower train.lr, a longer train.warmup, or train.precision=fp32."
+    )

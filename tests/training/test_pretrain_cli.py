@@ -139,6 +139,52 @@ def test_tiny_run_trains_logs_and_leaves_a_loadable_final_folder(tmp_path, tiny_
     assert model(**tokenizer("def open(path): return a file", return_tensors="pt")).logits.shape[-1] >= len(tokenizer)
 
 
+def eval_records(run_dir: Path) -> dict[int, dict]:
+    """step -> the eval record's values, without the probe's seconds (timings differ between runs)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("eval/") and k not in
+                        ("eval/probe_seconds", "eval/probe_share")}
+            for r in records if "eval/loss" in r}
+
+
+def test_the_probe_is_logged_at_step_0_and_every_eval_and_shown_with_the_loss(tmp_path, tiny_recipe):
+    """The built-in data's recipe probes the built-in task (probe.source=auto): accuracy and macro F1 at step 0 and
+    at every eval, its time as a share of the training time since the previous eval, and the summary's lines."""
+    run_dir = tmp_path / "run"
+    result = run_cli(tmp_path, "pretrain", str(tiny_recipe), f"output.dir={run_dir}", "train.max_steps=8",
+                     "train.eval_every=4")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    probes = {r["step"]: r for r in records if "eval/probe_accuracy" in r}
+    assert sorted(probes) == [0, 4, 8]
+    for step, record in probes.items():
+        assert 0.0 < record["eval/probe_accuracy"] <= 1.0 and 0.0 < record["eval/probe_macro_f1"] <= 1.0
+        assert record["eval/probe_seconds"] > 0
+        assert ("eval/probe_share" in record) == (step > 0)
+    # 8 balanced classes (chance 12.5%): the tiny model's features are already well above it (38% measured).
+    assert probes[8]["eval/probe_accuracy"] > 0.25
+    assert "linear probe accuracy (frozen features)" in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_eval"]["probe_accuracy"] == probes[8]["eval/probe_accuracy"]
+
+    # No probe when the recipe says so: the same run's losses, no probe records.
+    quiet = tmp_path / "no-probe"
+    run_cli(tmp_path, "pretrain", str(tiny_recipe), f"output.dir={quiet}", "train.max_steps=8", "train.eval_every=4",
+            "probe.source=none")
+    assert step_losses(quiet) == step_losses(run_dir)
+    assert not any("eval/probe_accuracy" in line for line in (quiet / "metrics.jsonl").read_text().splitlines())
+
+
+def test_a_bad_probe_file_is_refused_before_any_work(tmp_path, tiny_recipe, monkeypatch, capsys):
+    bad = tmp_path / "probe.jsonl"
+    bad.write_text('{"text": "a b c", "topic": "x"}\n{"text": "d e f", "topic": "y"}\n')
+    run_dir = tmp_path / "run"
+    result = run_cli_in_process(tmp_path, monkeypatch, capsys, "pretrain", str(tiny_recipe), f"output.dir={run_dir}",
+                                "probe.source=files", f"probe.files=[{bad}]")
+    assert result.returncode == 2
+    assert f"{bad} has no column 'label'" in result.stderr and "its columns: text, topic" in result.stderr
+    assert not run_dir.exists() and not (tmp_path / "cache").exists()  # no run folder, no tokenization
+
+
 def test_the_same_seed_gives_the_same_losses(tmp_path, tiny_recipe_fixed_tokenizer):
     first = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={tmp_path / 'a'}", "train.max_steps=4")
     second = run_cli(tmp_path, "pretrain", str(tiny_recipe_fixed_tokenizer), f"output.dir={tmp_path / 'b'}", "train.max_steps=4")
@@ -333,11 +379,21 @@ def test_a_rerun_with_another_recipe_is_refused_naming_the_keys(tmp_path, tiny_r
     assert "lr: 0.01" in (run_dir / "recipe.yaml").read_text()
 
 
-def test_a_streamed_denoising_run_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+def test_a_streamed_denoising_recipe_is_accepted_and_read_as_whole_documents(tmp_path, monkeypatch, capsys):
+    """objective dae streams its corpus like the packed objectives, one whole document per row (streamed DAE runs
+    are trained, killed and resumed in test_stream_training.py)."""
+    from hf_pretrain.data.streaming import plan_recipe_stream
+    from hf_pretrain.objectives import objective_class
+    from hf_pretrain.recipe import load_recipe
+
     result = run_cli_in_process(tmp_path, monkeypatch, capsys, "pretrain", "dae-sentence", "data.streaming=true",
-                                f"output.dir={tmp_path / 'run'}")
-    assert result.returncode == 2 and "data.streaming=true is not available for objective 'dae'" in result.stderr
-    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # no tokenizer was trained
+                                f"output.dir={tmp_path / 'run'}", "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "objective dae" in result.stdout and "streaming: true" in result.stdout
+    assert not (tmp_path / "run").exists()
+    recipe = load_recipe("dae-sentence", ["data.streaming=true", "train.num_workers=2"])
+    plan = plan_recipe_stream(recipe, 1, rows=objective_class(recipe.objective).stream_rows)
+    assert plan.rows == "documents" and plan.layout(True)["rows"] == "documents" and plan.readers == 2
 
 
 def test_non_finite_numbers_are_refused_before_any_work(tmp_path, tiny_recipe, monkeypatch, capsys):
@@ -372,6 +428,10 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_exactly(tmp_
     assert f"resumed from {saved[0]}" in result.stderr
     assert step_losses(run_dir) == step_losses(reference)
     assert_same_weights(final_weights(run_dir), final_weights(reference))
+    # The built-in probe ran at every eval (the recipe's data is built-in): the same values as the uninterrupted
+    # run's, before and after the stop.
+    assert eval_records(run_dir) == eval_records(reference)
+    assert all("eval/probe_accuracy" in record for record in eval_records(run_dir).values())
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, tiny_recipe_fixed_tokenizer):
@@ -409,8 +469,8 @@ def test_a_corrupt_newer_checkpoint_cannot_evict_the_good_ones(tmp_path, tiny_re
 
 
 def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recipe_fixed_tokenizer):
-    """data.streaming over 4 files (4 shards) read by 2 DataLoader workers: each block once with its own noise key,
-    and a run killed mid-way ends like the uninterrupted one."""
+    """data.streaming over 4 files read by 2 DataLoader workers (each its own shards): a run killed with SIGKILL
+    mid-way resumes from its saved stream positions and ends like the uninterrupted one."""
     from hf_pretrain.data.builtin import load_builtin_corpus
 
     texts = [" ".join(t.split()) for t in load_builtin_corpus()["text"][:240]]
@@ -422,7 +482,9 @@ def test_a_streamed_corpus_with_two_workers_resumes_exactly(tmp_path, tiny_recip
         tmp_path, tiny_recipe_fixed_tokenizer, settings
     )
     kill_when_step_logged(process, resumed / "metrics.jsonl", step=9)
+    assert not (resumed / "final").exists()
     result = run_cli(tmp_path, *command[3:])
     assert "resumed from" in result.stderr
+    assert "continue from their saved positions" in result.stderr  # the readers' states, nothing read again
     assert step_losses(resumed) == step_losses(reference)
     assert_same_weights(final_weights(resumed), final_weights(reference))

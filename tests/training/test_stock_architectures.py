@@ -215,3 +215,17 @@ def test_a_stock_architecture_is_refused_for_an_objective_it_cannot_train(tmp_pa
                           "model.config.hiden_size=64", "--dry-run") == 2
     assert "unknown key 'model.config.hiden_size' for model.architecture='modernbert' (ModernBertConfig); did you " \
            "mean 'model.config.hidden_size'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta", "modernbert"])
+def test_a_shipped_recipe_switched_to_a_stock_architecture_leaves_out_its_own_family_keys(
+        tmp_path, monkeypatch, capsys, architecture):
+    """mlm-tiny sets first_layer_attn_norm (our encoder's field, which no stock config has): switched to a stock
+    architecture the recipe still checks, and the stock config is built without that key."""
+    from hf_pretrain.recipe import load_recipe
+    from hf_pretrain.training.objectives.base import own_family_keys
+
+    assert run_in_process(tmp_path, monkeypatch, "pretrain", "mlm-tiny", f"model.architecture={architecture}",
+                          "--dry-run") == 0
+    assert own_family_keys(load_recipe("mlm-tiny", [f"model.architecture={architecture}"])) == [
+        "first_layer_attn_norm"]

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ...data.collation import IGNORE_INDEX
-from ...data.pipeline import StreamedBlocks, first_blocks, load_text_splits, prepare_splits, prepare_tokenizer
 from ...architectures import StockArchitecture, stock_architecture
+from ...data.collation import IGNORE_INDEX
+from ...data.pipeline import first_blocks, load_text_splits, prepare_splits, prepare_tokenizer
 from ...objectives import objective_class, objective_spec
 from ...recipe import Recipe, RecipeError
 
@@ -41,17 +41,21 @@ class Objective(abc.ABC):
     Attributes set by the constructor:
       tokenizer          a PreTrainedTokenizerBase, or None (the feature autoencoder reads vectors)
       model              the model to train (a PreTrainedModel; the loop wraps it with Accelerate)
-      train_dataset      map-style dataset, or an IterableDataset for a streamed corpus (read in order)
+      train_dataset      map-style dataset, or a data.block_stream.BlockStream for a streamed corpus (it makes
+                         its own micro-batches, collated by train_collator in the DataLoader workers)
       eval_dataset       map-style dataset of the held-out split
       train_collator     list of examples -> batch dict of tensors; has `set_epoch(epoch)`
       eval_collator      the same for eval batches; fixed noise
       train_batch_sampler  None (the loop batches `train.batch_size` rows, shuffled) or a batch sampler with
                          `set_epoch(epoch)`, e.g. length-bucketed batches of variable-length documents
+      eval_datasets_by_source  {} or, for a mixture of sources, source name -> its own held-out dataset (the loop
+                         logs eval/<name>/<metric> beside the mixed eval)
     """
 
     config_class: type  # the family config a new model is built from (model.config holds its fields)
     tokenizer = None
     train_batch_sampler = None
+    eval_datasets_by_source: dict = {}
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path):
         self.recipe = recipe
@@ -140,17 +144,30 @@ def stock_config_class(architecture: StockArchitecture):
     return CONFIG_MAPPING[architecture.model_type]
 
 
+def stock_config_keys(config_class) -> set[str]:
+    """The model.config keys a stock config class takes (its fields and their aliases)."""
+    return (set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}))) - {
+        "transformers_version", "architectures", "model_type"}
+
+
+def own_family_keys(recipe: Recipe) -> list[str]:
+    """Keys of model.config that only our own family's config has (a shipped recipe's `first_layer_attn_norm`,
+    say): a stock architecture's config leaves them out, with a warning, so that a recipe switched to a stock
+    architecture (`mlm-tiny model.architecture=bert`) still runs. A key neither config knows is refused."""
+    stock = stock_config_keys(stock_config_class(stock_architecture(recipe.model.architecture)))
+    own = {f.name for f in dataclasses.fields(objective_class(recipe.objective).config_class)}
+    return [key for key in recipe.model.config if key not in stock and key in own]
+
+
 def check_stock_config(recipe: Recipe) -> None:
     """model.config against the stock architecture's config class: an unknown field is named, with a did-you-mean,
-    before any work."""
-    import difflib
-
+    before any work (a field of our own family only is left out instead: own_family_keys)."""
     architecture = stock_architecture(recipe.model.architecture)
     config_class = stock_config_class(architecture)
-    allowed = (set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}))) - {
-        "transformers_version", "architectures", "model_type"}
+    allowed = stock_config_keys(config_class)
+    left_out = own_family_keys(recipe)
     for key in recipe.model.config:
-        if key not in allowed:
+        if key not in allowed and key not in left_out:
             hint = difflib.get_close_matches(key, allowed, n=1)
             raise RecipeError(
                 f"unknown key 'model.config.{key}' for model.architecture={architecture.name!r} "
@@ -182,8 +199,17 @@ class TextObjective(Objective):
     (`new_model`: vocabulary size and padding id from the tokenizer) and collators.
     """
 
+    stream_rows = "blocks"  # what a streamed corpus's rows are: packed blocks, or "documents" (data/block_stream.py)
+
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path):
         super().__init__(recipe, accelerator, run_dir)
+        self.stream_plan = None
+        # A streamed corpus's shards are listed first: one too few readers can share is refused before the tokenizer
+        # is trained.
+        if recipe.data.streaming:
+            from ...data.streaming import plan_recipe_stream
+
+            self.stream_plan = plan_recipe_stream(recipe, accelerator.num_processes, rows=self.stream_rows)
         self.texts = load_text_splits(recipe)
         self.tokenizer = prepare_tokenizer(recipe, self.texts.train, accelerator, run_dir, self.spec.tokenizer_layout)
 
@@ -239,12 +265,29 @@ class PackedTextObjective(TextObjective):
     def build_packed_datasets(self, accelerator, with_word_starts: bool) -> None:
         recipe, block_size = self.recipe, self.recipe.data.block_size
         self.streaming = recipe.data.streaming
-        if self.streaming:
-            self.train_dataset = StreamedBlocks(self.texts.train, self.tokenizer, block_size, with_word_starts,
-                                                self.texts.train_report)
+        if self.streaming:  # every process and DataLoader worker reads its own shards (data/block_stream.py)
+            from ...data.block_stream import BlockStream
+
+            self.train_dataset = BlockStream(self.stream_plan, self.tokenizer, accelerator.process_index,
+                                             with_word_starts)
             eval_rows = recipe.train.eval_batches * recipe.train.batch_size * accelerator.num_processes
-            self.eval_dataset = first_blocks(self.texts.validation, self.tokenizer, block_size, with_word_starts,
-                                             eval_rows)
+            if self.texts.is_mixture:  # each source's first validation blocks, mixed in the training order
+                self.stream_mixture_eval(block_size, with_word_starts, eval_rows)
+            else:
+                self.eval_dataset = first_blocks(self.texts.validation, self.tokenizer, block_size,
+                                                 with_word_starts, eval_rows)
+        elif self.texts.is_mixture:  # each source packed on its own; the mixture orders the blocks (data/mixing.py)
+            from ...data.mixing import prepare_mixture
+            from ...data.packing import pack_dataset
+
+            mixed = prepare_mixture(
+                pack_dataset, self.texts, self.tokenizer, accelerator, batch_size=recipe.train.batch_size,
+                seed=recipe.train.seed, block_size=block_size, num_proc=recipe.data.num_proc,
+                with_word_starts=with_word_starts,
+            )
+            self.train_dataset, self.eval_dataset = mixed.train, mixed.validation
+            self.train_batch_sampler = mixed.batch_sampler  # the mixture's order, not shuffled by the loop
+            self.eval_datasets_by_source = mixed.validation_by_source
         else:
             from ...data.packing import pack_dataset
 
@@ -252,6 +295,23 @@ class PackedTextObjective(TextObjective):
                 pack_dataset, self.texts, self.tokenizer, accelerator,
                 block_size=block_size, num_proc=recipe.data.num_proc, with_word_starts=with_word_starts,
             )
+
+    def stream_mixture_eval(self, block_size: int, with_word_starts: bool, rows: int) -> None:
+        """A streamed mixture's eval: every source's first `rows` validation blocks (its own eval, logged per source)
+        and, as the mixed eval, `rows` of them in the order the mixture index gives (each block one source's)."""
+        from ...data.mixing import mixture_index
+
+        names, weights = list(self.texts.weights), list(self.texts.weights.values())
+        per_source = {name: first_blocks(self.texts.validation_by_source[name], self.tokenizer, block_size,
+                                         with_word_starts, rows) for name in names}
+        empty = [name for name in names if not per_source[name]]
+        if empty:
+            raise ValueError(f"data.sources {empty}: the validation text packs into no block of {block_size} tokens; "
+                             "raise data.validation_fraction or give the source validation_files.")
+        sources, blocks = mixture_index([len(per_source[name]) for name in names], weights, 0, rows,
+                                        self.recipe.train.seed)
+        self.eval_dataset = [per_source[names[source]][block] for source, block in zip(sources, blocks)]
+        self.eval_datasets_by_source = per_source
 
     def training_documents(self):
         """The training documents as token-id arrays: the pieces of the packed rows. A streamed corpus is packed

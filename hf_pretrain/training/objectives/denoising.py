@@ -1,9 +1,18 @@
 """The denoising autoencoder (objective `dae`): one document per row, corrupted by the noise collator and
-reconstructed by the decoder."""
+reconstructed by the decoder.
+
+A streamed corpus (data.streaming=true) is read like the packed objectives' (data/block_stream.py, rows=
+"documents"): every process and DataLoader worker reads its own shards, shuffled, its position saved in every
+checkpoint and resumed exactly; each row is one document truncated to data.block_size as in memory. Its batches
+are not length-bucketed (that needs every document's length up front): a micro-batch is padded to its longest
+document, which costs FLOPs on padding (the share is in block_stream.py's docstring). Eval reads the first
+validation documents; the corpus statistics (spectral init, pooling weights, pooled center) read the first
+training documents of the stream."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -21,13 +30,18 @@ logger = logging.getLogger(__name__)
 # Clean training documents whose mean sentence vector becomes the model's `pooled_center` (see finish_training).
 CENTER_DOCUMENTS = 4096
 CENTER_BATCH = 64
+# A streamed corpus may be endless: its token statistics (the weighted-mean pooling weights) read its first
+# documents (as many as the tokenizer reads of it, pipeline.STREAMING_TOKENIZER_DOCUMENTS).
+STREAMED_STATISTICS_DOCUMENTS = 200_000
 
 
 class DenoisingObjective(TextObjective):
-    """One document per row (length-bucketed batches), corrupted by the noise collator; the denoising
-    autoencoder reconstructs the clean document. Eval: reconstruction loss, token accuracy, exact match."""
+    """One document per row (length-bucketed batches in memory; unbucketed when streamed), corrupted by the noise
+    collator; the denoising autoencoder reconstructs the clean document. Eval: reconstruction loss, token accuracy,
+    exact match."""
 
     config_class = PretrainDAEConfig
+    stream_rows = "documents"  # a streamed corpus: one truncated document per row (data/block_stream.py)
 
     def __init__(self, recipe: Recipe, accelerator, run_dir: Path):
         from ...data.documents import LengthBucketBatchSampler, prepare_documents
@@ -35,15 +49,31 @@ class DenoisingObjective(TextObjective):
 
         super().__init__(recipe, accelerator, run_dir)
         noise = recipe.noise
-        self.train_dataset, self.eval_dataset = prepare_splits(
-            prepare_documents, self.texts, self.tokenizer, accelerator,
-            max_length=recipe.data.block_size, num_proc=recipe.data.num_proc,
-            with_word_starts=noise.word_delete_rate > 0,
-        )
-        # Documents of similar length share a batch, so the padding (wasted FLOPs) stays small.
-        self.train_batch_sampler = LengthBucketBatchSampler(
-            self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True, drop_last=True
-        )
+        with_word_starts = noise.word_delete_rate > 0
+        self.streaming = recipe.data.streaming
+        if self.streaming:  # every process and DataLoader worker reads its own shards (module docstring)
+            from ...data.block_stream import BlockStream
+            from ...data.documents import first_documents
+
+            self.train_dataset = BlockStream(self.stream_plan, self.tokenizer, accelerator.process_index,
+                                             with_word_starts)
+            eval_rows = recipe.train.eval_batches * recipe.train.batch_size * accelerator.num_processes
+            self.eval_dataset = first_documents(self.texts.validation, self.tokenizer, recipe.data.block_size,
+                                                with_word_starts, eval_rows)
+            if not self.eval_dataset:
+                raise ValueError("the validation text holds no document with more than its boundary tokens; raise "
+                                 "data.validation_fraction or give data.validation_files.")
+        else:
+            self.train_dataset, self.eval_dataset = prepare_splits(
+                prepare_documents, self.texts, self.tokenizer, accelerator,
+                max_length=recipe.data.block_size, num_proc=recipe.data.num_proc,
+                with_word_starts=with_word_starts,
+            )
+            # Documents of similar length share a batch, so the padding (wasted FLOPs) stays small.
+            self.train_batch_sampler = LengthBucketBatchSampler(
+                self.train_dataset["length"], recipe.train.batch_size, seed=recipe.train.seed, shuffle=True,
+                drop_last=True,
+            )
         self.model = self.build_model()
         self.apply_embedding_init(self.training_documents)
         if self.model.config.sentence_pooling == "weighted_mean":
@@ -77,7 +107,13 @@ class DenoisingObjective(TextObjective):
 
     def training_documents(self):
         """The training documents as token-id arrays: one per row, variable lengths, read in chunks (not the
-        whole column at once)."""
+        whole column at once). A streamed corpus: its first STREAMED_STATISTICS_DOCUMENTS documents, in the order
+        of its texts, truncated as the readers truncate them."""
+        if self.streaming:
+            from ...data.documents import stream_documents
+
+            rows = stream_documents(self.texts.train, self.tokenizer, self.recipe.data.block_size)
+            return itertools.islice((row["input_ids"] for row in rows), STREAMED_STATISTICS_DOCUMENTS)
         return (np.asarray(ids) for chunk in self.train_dataset.iter(batch_size=1024) for ids in chunk["input_ids"])
 
     def finish_training(self, model) -> None:
@@ -87,6 +123,15 @@ class DenoisingObjective(TextObjective):
         documents."""
         base = model.base_model  # the PretrainDAEModel inside PretrainDAEForDenoising
         if base.config.sentence_pooling != "weighted_mean":
+            return
+        if self.streaming:  # the stream's first documents
+            def streamed_batches():
+                documents = itertools.islice(self.training_documents(), CENTER_DOCUMENTS)
+                while chunk := list(itertools.islice(documents, CENTER_BATCH)):
+                    padded = self.tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
+                    yield padded["input_ids"], padded["attention_mask"]
+
+            base.fit_pooled_center(streamed_batches())
             return
         documents = self.train_dataset.select(range(min(CENTER_DOCUMENTS, len(self.train_dataset))))
 

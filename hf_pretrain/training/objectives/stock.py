@@ -16,7 +16,7 @@ from ...data.collation import IGNORE_INDEX
 from ...data.pipeline import DOMAIN_WORDS_FILE
 from ...architectures import stock_architecture
 from ...recipe import Recipe, RecipeError
-from .base import stock_config_class, vocab_rows
+from .base import own_family_keys, stock_config_class, vocab_rows
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,13 @@ def stock_config(recipe: Recipe, tokenizer, **fixed):
     tokenizer and a position table that holds a block (RoBERTa's starts after the padding id)."""
     architecture = stock_architecture(recipe.model.architecture)
     config_class = stock_config_class(architecture)
-    settings = dict(recipe.model.config)
+    left_out = own_family_keys(recipe)
+    if left_out:
+        logger.warning(
+            f"model.architecture={architecture.name!r}: {', '.join(f'model.config.{k}' for k in left_out)} "
+            f"configure{'s' if len(left_out) == 1 else ''} hf_pretrain's own family, not {config_class.__name__}; "
+            "left out")
+    settings = {key: value for key, value in recipe.model.config.items() if key not in left_out}
     needed = recipe.data.block_size + (tokenizer.pad_token_id + 1 if architecture.positions_after_padding else 0)
     default = getattr(config_class(), "max_position_embeddings", None)  # GPT-2 names it n_positions
     if default is not None:
