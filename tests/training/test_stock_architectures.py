@@ -96,6 +96,8 @@ def test_each_stock_family_trains_to_its_golden_losses_and_writes_its_own_class(
     config = json.loads((run / "final" / "config.json").read_text())
     assert config["architectures"] == [FINAL_CLASSES[family]] and "auto_map" not in config
     assert not list((run / "final").glob("*.py"))  # no model code of ours: a stock folder
+    if family == "modernbert":  # the registry's config default: [CLS] is never trained by masked-LM pretraining
+        assert config["classifier_pooling"] == "mean"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_eval"]["loss"] < summary["initial_eval"]["loss"]
 

@@ -139,7 +139,8 @@ def stock_config(recipe: Recipe, tokenizer, **fixed):
             f"model.architecture={architecture.name!r}: {', '.join(f'model.config.{k}' for k in left_out)} "
             f"configure{'s' if len(left_out) == 1 else ''} hf_pretrain's own family, not {config_class.__name__}; "
             "left out")
-    settings = {key: value for key, value in recipe.model.config.items() if key not in left_out}
+    settings = {**architecture.config_defaults,
+                **{key: value for key, value in recipe.model.config.items() if key not in left_out}}
     needed = recipe.data.block_size + (tokenizer.pad_token_id + 1 if architecture.positions_after_padding else 0)
     default = getattr(config_class(), "max_position_embeddings", None)  # GPT-2 names it n_positions
     if default is not None:
