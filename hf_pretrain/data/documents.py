@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .encoding import TOKENIZE_BATCH_SIZE, DocumentEncoder, minimum_document_tokens, tokenize_dataset
-from .packing import PackedBlocks, PackingReport
+from .packing import PackedBlocks, PackingReport, drop_empty_documents
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +162,8 @@ class DocumentRows:
             raise ValueError(f"a document of {int(lengths.max())} tokens is longer than block_size={size}: encode the "
                              "documents with DocumentEncoder(max_length=block_size).")
         self.report.documents += len(lengths)
-        keep = lengths > self.min_document_tokens
-        if not keep.all():
-            self.report.empty_documents += int((~keep).sum())
-            token_keep = np.repeat(keep, lengths)
-            flat_ids = flat_ids[token_keep]
-            flat_word_starts = flat_word_starts[token_keep] if flat_word_starts is not None else None
-            lengths = lengths[keep]
+        flat_ids, lengths, flat_word_starts = drop_empty_documents(
+            self.report, flat_ids, lengths, flat_word_starts, self.min_document_tokens)
         rows = len(lengths)
         self.report.tokens += int(lengths.sum())
         self.report.blocks += rows
@@ -196,7 +191,7 @@ def stream_documents(texts, tokenizer, max_length: int, with_word_starts: bool =
                      batch_size: int = TOKENIZE_BATCH_SIZE) -> Iterator[dict]:
     """prepare_documents' rows of an iterable of texts (strings or rows with a `text` column), one at a time: the
     same encoder, truncation and dropping of empty documents; example_index counts the kept rows from 0."""
-    from .streaming import iter_text_batches
+    from .tokenizer import iter_text_batches
 
     if not isinstance(max_length, int) or max_length < 3:
         raise ValueError(f"max_length={max_length!r}; allowed: an integer >= 3 (room for two boundary tokens).")

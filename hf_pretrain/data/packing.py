@@ -94,6 +94,18 @@ class PackedBlocks:
     word_starts: np.ndarray | None  # (n, block_size) int8
 
 
+def drop_empty_documents(report, flat_ids: np.ndarray, lengths: np.ndarray, flat_word_starts, min_tokens: int):
+    """(ids, lengths, word starts) without the documents of at most `min_tokens` tokens (only their boundary tokens),
+    counted in `report.empty_documents`."""
+    keep = lengths > min_tokens
+    if keep.all():
+        return flat_ids, lengths, flat_word_starts
+    report.empty_documents += int((~keep).sum())
+    token_keep = np.repeat(keep, lengths)
+    return (flat_ids[token_keep], lengths[keep],
+            flat_word_starts[token_keep] if flat_word_starts is not None else None)
+
+
 @dataclass
 class BlockPacker:
     """Cuts a stream of tokenized documents into blocks, carrying the remainder from one chunk to the next.
@@ -122,13 +134,8 @@ class BlockPacker:
         """Append documents (concatenated ids + per-document lengths); return the blocks now complete."""
         lengths = np.asarray(lengths, np.int64)
         self.report.documents += len(lengths)
-        keep = lengths > self.min_document_tokens
-        if not keep.all():
-            self.report.empty_documents += int((~keep).sum())
-            token_keep = np.repeat(keep, lengths)
-            flat_ids = flat_ids[token_keep]
-            flat_word_starts = flat_word_starts[token_keep] if flat_word_starts is not None else None
-            lengths = lengths[keep]
+        flat_ids, lengths, flat_word_starts = drop_empty_documents(
+            self.report, flat_ids, lengths, flat_word_starts, self.min_document_tokens)
         self.report.tokens += int(lengths.sum())
         starts = np.zeros(len(flat_ids), bool)
         starts[np.cumsum(lengths) - lengths] = True

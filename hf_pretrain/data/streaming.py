@@ -31,7 +31,7 @@ from .block_stream import StreamPlan, plan_stream
 from .encoding import TOKENIZE_BATCH_SIZE, DocumentEncoder, minimum_document_tokens
 from .mixture import TextSource
 from .packing import BlockPacker, PackingReport
-from .tokenizer import batches_of_text
+from .tokenizer import iter_text_batches
 
 
 def stream_sources(recipe) -> list[TextSource]:
@@ -77,11 +77,6 @@ def plan_recipe_stream(recipe, num_processes: int, rows: str = "blocks") -> Stre
     data, train = recipe.data, recipe.train
     return plan_stream(stream_sources(recipe), num_processes, train.num_workers, data.block_size, train.batch_size,
                        train.seed, data.shuffle_buffer, held_out_fractions(recipe), rows=rows)
-
-
-def iter_text_batches(texts: Iterable, text_column: str, batch_size: int) -> Iterator[list[str]]:
-    """Lists of `batch_size` strings from an iterable of strings or of dicts holding one under `text_column`."""
-    return batches_of_text((item[text_column] if isinstance(item, dict) else item for item in texts), batch_size)
 
 
 class PackedStream:

@@ -198,6 +198,11 @@ def batches_of_text(texts, batch_size: int = TRAINING_BATCH_SIZE) -> Iterator[li
         yield batch
 
 
+def iter_text_batches(texts, text_column: str, batch_size: int) -> Iterator[list[str]]:
+    """Lists of `batch_size` strings from an iterable of strings or of dicts holding one under `text_column`."""
+    return batches_of_text((item[text_column] if isinstance(item, dict) else item for item in texts), batch_size)
+
+
 def canonical_vocabulary_order(tokenizer: Tokenizer, special_tokens: list[str]) -> Tokenizer:
     """The same tokenizer with its ids in an order that does not depend on the process.
 
