@@ -5,6 +5,11 @@ says what each pooling is)."""
 from __future__ import annotations
 
 
+def default_pooling(model) -> str:
+    """`auto` pooling: the denoising autoencoder's bottleneck (`pooler`), else the mean over real tokens."""
+    return "pooler" if model.config.model_type == "hf_pretrain_dae" else "mean"
+
+
 def pool(outputs, attention_mask, pooling: str):
     """(B, L, C) states -> (B, C) with the named pooling: pooler, cls or mean over real tokens."""
     import torch

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data.features import read_table
 from ..folders import model_location, remote_code_allowed
-from ..pooling import pool
+from ..pooling import default_pooling, pool
 
 POOLINGS = ("auto", "mean", "cls", "pooler")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -44,10 +44,6 @@ def load_feature_model(model: str, trust_remote_code: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
     loaded = AutoModel.from_pretrained(path, trust_remote_code=trust).eval()
     return loaded, tokenizer
-
-
-def default_pooling(model) -> str:
-    return "pooler" if model.config.model_type == "hf_pretrain_dae" else "mean"
 
 
 def embed_texts(model, tokenizer, texts: list[str], pooling: str = "auto", batch_size: int = 32,

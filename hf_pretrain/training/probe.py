@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..pooling import default_pooling, pool
 from ..recipe import RecipeError
 from ..recipe.probe import probe_source
 
@@ -139,8 +140,7 @@ def feature_model(model):
     if hasattr(model, "discriminator"):  # replaced-token detection: the encoder that is handed on
         model = model.discriminator
     base = model.base_model
-    pooling = "pooler" if getattr(base.config, "model_type", "") == "hf_pretrain_dae" else "mean"
-    return base, pooling
+    return base, default_pooling(base)
 
 
 def token_batches(tokenizer, texts: list[str], max_length: int) -> list[tuple[list[int], dict]]:
@@ -157,8 +157,6 @@ def token_batches(tokenizer, texts: list[str], max_length: int) -> list[tuple[li
 
 def pooled_features(model, batches: list[tuple[list[int], dict]], count: int, pooling: str, device) -> np.ndarray:
     """(count, C) float64 features of the texts of `token_batches`, in their original order."""
-    from ..pooling import pool
-
     module, default = feature_model(model)
     pooling = default if pooling == "auto" else pooling
     features = np.zeros((count, module.config.hidden_size), np.float64)

@@ -124,21 +124,11 @@ class DenoisingObjective(TextObjective):
         base = model.base_model  # the PretrainDAEModel inside PretrainDAEForDenoising
         if base.config.sentence_pooling != "weighted_mean":
             return
-        if self.streaming:  # the stream's first documents
-            def streamed_batches():
-                documents = itertools.islice(self.training_documents(), CENTER_DOCUMENTS)
-                while chunk := list(itertools.islice(documents, CENTER_BATCH)):
-                    padded = self.tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
-                    yield padded["input_ids"], padded["attention_mask"]
-
-            base.fit_pooled_center(streamed_batches())
-            return
-        documents = self.train_dataset.select(range(min(CENTER_DOCUMENTS, len(self.train_dataset))))
+        documents = itertools.islice(self.training_documents(), CENTER_DOCUMENTS)  # in memory or streamed
 
         def batches():
-            for chunk in documents.iter(batch_size=CENTER_BATCH):
-                ids = list(chunk["input_ids"])  # (numpy-formatted rows come as one object array)
-                padded = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+            while chunk := list(itertools.islice(documents, CENTER_BATCH)):
+                padded = self.tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
                 yield padded["input_ids"], padded["attention_mask"]
 
         base.fit_pooled_center(batches())
