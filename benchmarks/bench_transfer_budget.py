@@ -5,6 +5,11 @@
     HF_HUB_OFFLINE=1 python benchmarks/bench_transfer_budget.py --budgets 3 10        # ~1 h
     python benchmarks/bench_transfer_budget.py --quick                                 # smoke run, ~3 min
     python benchmarks/bench_transfer_budget.py --report-only                           # table + plot from the cache
+    # a lever sweep, one invocation per core, sharing the cache (each row: 10 minutes of one core):
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_transfer_budget.py --budgets 10 --labels 256 \
+        --objectives mlm-tiny mlm-tiny:masking.mlm_probability=0.5 &
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_transfer_budget.py --budgets 10 --labels 256 \
+        --objectives mlm-tiny:data.block_size=64 --without-baselines
 
 What it does, on the built-in corpus and the built-in task (which stdlib package a docstring belongs to, 8 classes):
   Starts compared (each fine-tuned the same way):
@@ -85,6 +90,9 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "bench-transfer-budget"))
     parser.add_argument("--plot", default=str(REPO / "benchmarks" / "transfer_budget.png"))
     parser.add_argument("--report-only", action="store_true", help="print the table and plot from the cache")
+    parser.add_argument("--without-baselines", action="store_true",
+                        help="skip the scratch and spectral starts: a second invocation sharing --work-dir, pinned "
+                             "to the other core, measures more starts while the first measures them")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 0.1-minute budgets, 64 labels, 1 fine-tuning epoch, one seed, own work dir")
     args = parser.parse_args(argv)
@@ -102,21 +110,37 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------------------------------- the cache
 class Cache:
-    """results.json: {key: result}, written after every run so an interrupted benchmark keeps what it measured."""
+    """results.json: {key: result}, written after every run so an interrupted benchmark keeps what it measured.
+    Two invocations may share one work dir (one per core, each measuring other starts): a write holds a lock file
+    and merges into what is on disk, so neither loses the other's results."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {}
+        self.data = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Take in what other invocations wrote since."""
+        if self.path.is_file():
+            self.data.update(json.loads(self.path.read_text()))
 
     def get(self, key: str):
         return self.data.get(key)
 
-    def put(self, key: str, value) -> None:
-        self.data[key] = value
+    def put(self, key: str, value, replaces: str | None = None) -> None:
+        """Store `value` under `key` (and drop `replaces`: a result retired under a new key)."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=1))
-        temporary.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            # every put writes through, so the file holds all this invocation stored: it is the whole truth
+            self.data = {**on_disk, key: value}
+            self.data.pop(replaces, None)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.data, indent=1))
+            temporary.replace(self.path)
 
     def current(self, key: str, fingerprint: str):
         """The cached result of `key` if it was measured with the recipe `fingerprint` names; a result measured
@@ -127,8 +151,7 @@ class Cache:
         retired = f"{key}@{result.get('recipe', 'unrecorded')}"
         print(f"  {key}: measured with another recipe ({result.get('recipe', 'unrecorded')}, now {fingerprint}); "
               f"kept as {retired}, running it again", flush=True)
-        del self.data[key]
-        self.put(retired, result)
+        self.put(retired, result, replaces=key)
         return None
 
 
@@ -322,8 +345,7 @@ def main(argv=None) -> dict:
     cache = Cache(work / "results.json")
     if not args.report_only:
         torch.manual_seed(0)
-        spectral = pretrain(cache, work, "spectral", None)
-        runs = {("spectral", None): spectral}
+        runs = {} if args.without_baselines else {("spectral", None): pretrain(cache, work, "spectral", None)}
         for budget in args.budgets:
             for objective in args.objectives:
                 runs[(objective, budget)] = pretrain(cache, work, objective, budget)
@@ -331,6 +353,7 @@ def main(argv=None) -> dict:
             for seed in args.seeds:
                 for (start, budget), result in runs.items():
                     finetune(cache, work, start, budget, result, labels, seed, args.quick)
+    cache.reload()  # what another invocation sharing the work dir measured meanwhile
     rows = collect(cache, args)
     print_table(rows)
     if rows and not args.quick:

@@ -51,3 +51,21 @@ def test_a_result_of_a_changed_recipe_is_kept_aside_and_left_out_of_the_table(tm
     assert "pretrain/rtd-tiny/3min" not in stored
     assert stored["pretrain/rtd-tiny/3min@0123456789"] == {"steps": 5, "recipe": "0123456789"}
     assert "measured with another recipe" in capsys.readouterr().out
+
+
+def test_two_invocations_sharing_a_work_dir_keep_each_others_results(tmp_path):
+    """One invocation per core on one cache: each write merges into the file, so neither loses the other's."""
+    bench = load_benchmark()
+    first, second = bench.Cache(tmp_path / "results.json"), bench.Cache(tmp_path / "results.json")
+    first.put("pretrain/mlm-tiny/10min", {"steps": 1, "recipe": "a"})
+    second.put("pretrain/mlm-tiny:data.block_size=64/10min", {"steps": 2, "recipe": "b"})
+    first.put("finetune/mlm-tiny/10min/256/seed42", {"accuracy": 0.7, "recipe": "a"})
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert set(stored) == {"pretrain/mlm-tiny/10min", "pretrain/mlm-tiny:data.block_size=64/10min",
+                           "finetune/mlm-tiny/10min/256/seed42"}
+    second.reload()
+    assert second.get("finetune/mlm-tiny/10min/256/seed42") == {"accuracy": 0.7, "recipe": "a"}
+    # a result retired by one invocation stays retired in the file, though the other wrote after it
+    second.put("pretrain/mlm-tiny/10min@a", {"steps": 1, "recipe": "a"}, replaces="pretrain/mlm-tiny/10min")
+    first.put("pretrain/x/3min", {"steps": 3, "recipe": "c"})
+    assert "pretrain/mlm-tiny/10min" not in json.loads((tmp_path / "results.json").read_text())
