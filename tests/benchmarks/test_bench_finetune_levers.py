@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def load_benchmark():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_finetune_levers", REPO / "benchmarks" / "bench_finetune_levers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rows_pair_each_variant_with_the_first_and_each_model_with_the_reference(tmp_path, monkeypatch):
-    bench = load_benchmark()
+def test_rows_pair_each_variant_with_the_first_and_each_model_with_the_reference(load_benchmark, tmp_path, monkeypatch):
+    bench = load_benchmark("bench_finetune_levers")
     import hf_pretrain.finetune as finetune_module
 
     calls = []
@@ -52,8 +40,8 @@ def test_rows_pair_each_variant_with_the_first_and_each_model_with_the_reference
     assert len(calls) == 12
 
 
-def test_bad_arguments_are_refused_naming_them(tmp_path):
-    bench = load_benchmark()
+def test_bad_arguments_are_refused_naming_them(load_benchmark, tmp_path):
+    bench = load_benchmark("bench_finetune_levers")
     (tmp_path / "a").mkdir()
     with pytest.raises(SystemExit, match="not NAME=VALUE"):
         bench.parse_args(["--model", str(tmp_path / "a")])

@@ -3,22 +3,11 @@ of the table and out of the way (under key@fingerprint), never silently mixed wi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_transfer_budget", REPO / "benchmarks" / "bench_transfer_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_fingerprints_follow_what_a_recipe_computes_not_its_budget_or_comments(monkeypatch, tmp_path):
-    bench = load_benchmark()
+def test_fingerprints_follow_what_a_recipe_computes_not_its_budget_or_comments(load_benchmark, monkeypatch, tmp_path):
+    bench = load_benchmark("bench_transfer_budget")
     mlm, rtd = bench.recipe_fingerprint("mlm-tiny"), bench.recipe_fingerprint("rtd-tiny")
     assert mlm != rtd and len(mlm) == 10
     assert bench.recipe_fingerprint("spectral") == bench.recipe_fingerprint("scratch") == mlm
@@ -29,8 +18,8 @@ def test_fingerprints_follow_what_a_recipe_computes_not_its_budget_or_comments(m
         assert (bench.recipe_fingerprint("mlm-tiny") == mlm) is same, overrides
 
 
-def test_a_result_of_a_changed_recipe_is_kept_aside_and_left_out_of_the_table(tmp_path, capsys):
-    bench = load_benchmark()
+def test_a_result_of_a_changed_recipe_is_kept_aside_and_left_out_of_the_table(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("bench_transfer_budget")
     mlm, scratch = bench.recipe_fingerprint("mlm-tiny"), bench.recipe_fingerprint("scratch")
     cache = bench.Cache(tmp_path / "results.json")
     for seed in (42, 43):
@@ -53,9 +42,9 @@ def test_a_result_of_a_changed_recipe_is_kept_aside_and_left_out_of_the_table(tm
     assert "measured with another recipe" in capsys.readouterr().out
 
 
-def test_two_invocations_sharing_a_work_dir_keep_each_others_results(tmp_path):
+def test_two_invocations_sharing_a_work_dir_keep_each_others_results(load_benchmark, tmp_path):
     """One invocation per core on one cache: each write merges into the file, so neither loses the other's."""
-    bench = load_benchmark()
+    bench = load_benchmark("bench_transfer_budget")
     first, second = bench.Cache(tmp_path / "results.json"), bench.Cache(tmp_path / "results.json")
     first.put("pretrain/mlm-tiny/10min", {"steps": 1, "recipe": "a"})
     second.put("pretrain/mlm-tiny:data.block_size=64/10min", {"steps": 2, "recipe": "b"})
