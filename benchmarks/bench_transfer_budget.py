@@ -6,10 +6,11 @@
     python benchmarks/bench_transfer_budget.py --quick                                 # smoke run, ~3 min
     python benchmarks/bench_transfer_budget.py --report-only                           # table + plot from the cache
     # a lever sweep, one invocation per core, sharing the cache (each row: 10 minutes of one core):
+    # (--plot elsewhere: the default path is the committed budget curve)
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_transfer_budget.py --budgets 10 --labels 256 \
-        --objectives mlm-tiny mlm-tiny:masking.mlm_probability=0.5 &
+        --objectives mlm-tiny mlm-tiny:masking.mlm_probability=0.5 --plot runs/levers.png &
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_transfer_budget.py --budgets 10 --labels 256 \
-        --objectives mlm-tiny:data.block_size=64 --without-baselines
+        --objectives mlm-tiny:data.block_size=64 --without-baselines --plot runs/levers.png
 
 What it does, on the built-in corpus and the built-in task (which stdlib package a docstring belongs to, 8 classes):
   Starts compared (each fine-tuned the same way):
