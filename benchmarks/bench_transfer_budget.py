@@ -121,9 +121,9 @@ class Cache:
         self.reload()
 
     def reload(self) -> None:
-        """Take in what other invocations wrote since."""
+        """Take in what other invocations wrote since (every put writes through: the file is the whole truth)."""
         if self.path.is_file():
-            self.data.update(json.loads(self.path.read_text()))
+            self.data = json.loads(self.path.read_text())
 
     def get(self, key: str):
         return self.data.get(key)
@@ -136,7 +136,6 @@ class Cache:
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
-            # every put writes through, so the file holds all this invocation stored: it is the whole truth
             self.data = {**on_disk, key: value}
             self.data.pop(replaces, None)
             temporary = self.path.with_suffix(".tmp")
