@@ -57,6 +57,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", default="runs/bench_dae_sentence")
     parser.add_argument("--quick", action="store_true", help="0.5 min per training, 600 held-out documents")
     parser.add_argument("--skip", default="", help="comma list of contenders to skip: a,b,c,d,e")
+    parser.add_argument("--dae-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of the dae-sentence recipe for (a) and (e) (a lever: e.g. "
+                             "train.encoder_lr_scale=0.3); give each variant its own --workdir")
     args = parser.parse_args()
     if args.minutes is None:
         args.minutes = 0.5 if args.quick else 3.0
@@ -102,14 +105,15 @@ def score(vectors, groups, train_vectors=None) -> dict:
     return result
 
 
-def untrained_recipe_model(run_dir: Path, train_file: Path):
+def untrained_recipe_model(run_dir: Path, train_file: Path, extra=()):
     """(e): the dae-sentence recipe's model with its corpus statistics (spectral embeddings, token weights,
     centre) and no training step."""
     from hf_pretrain.recipe import load_recipe
     from hf_pretrain.training.loop import Pretraining
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    overrides = [f"output.dir={run_dir}", "data.source=files", f"data.train_files={train_file}", "data.format=jsonl"]
+    overrides = [f"output.dir={run_dir}", "data.source=files", f"data.train_files={train_file}", "data.format=jsonl",
+                 *extra]
     objective = Pretraining(load_recipe("dae-sentence", overrides)).objective
     objective.finish_training(objective.model)
     return objective.model.base_model.eval(), objective.tokenizer
@@ -200,14 +204,15 @@ def main() -> None:
     train_file = work / "train.jsonl"
     train_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_texts))
     print(f"train docs {len(train_texts)}, held-out docs {len(eval_texts)} in {len(set(eval_groups))} packages, "
-          f"{args.minutes} min per training", flush=True)
+          f"{args.minutes} min per training" + (f", dae-sentence with {args.dae_overrides}" if args.dae_overrides
+                                                else ""), flush=True)
 
     from hf_pretrain.hub.embed import embed_texts, load_feature_model
 
     results: dict[str, dict] = {}
     dae_dir = work / "dae"
     if "a" not in skip or not (dae_dir / "final").is_dir():
-        summary = run_recipe("dae-sentence", dae_dir, train_file, args.minutes)
+        summary = run_recipe("dae-sentence", dae_dir, train_file, args.minutes, args.dae_overrides)
         results["a"] = {"tokens_per_s": summary["tokens"] / (summary["minutes"] * 60), "steps": summary["steps"],
                         "final_eval": summary.get("final_eval")}
     model, tokenizer = load_feature_model(str(dae_dir))
@@ -230,7 +235,7 @@ def main() -> None:
         print("(c)", results["c"], flush=True)
 
     if "e" not in skip:
-        untrained, untrained_tokenizer = untrained_recipe_model(work / "untrained", train_file)
+        untrained, untrained_tokenizer = untrained_recipe_model(work / "untrained", train_file, args.dae_overrides)
         results["e"] = evaluate(untrained, untrained_tokenizer, "pooler")
         print("(e)", results["e"], flush=True)
 
