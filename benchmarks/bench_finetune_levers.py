@@ -99,9 +99,10 @@ def main(argv=None) -> list[dict]:
                                                            args.labels, seed)["accuracy"]
     first = next(iter(args.variants))
     rows = []
-    print(f"\n| model | fine-tuning | test accuracy | vs {first} | "
-          + (f"vs {args.reference} |" if args.reference else "|"))
-    print("|---|---|---|---|" + ("---|" if args.reference else ""))
+    columns = ["model", "fine-tuning", "test accuracy", f"vs {first}"] + (
+        [f"vs {args.reference}"] if args.reference else [])
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for model in args.models:
         for variant in args.variants:
             values = [accuracy[model, variant, s] for s in args.seeds]
