@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_
 
 import pytest
 
-from hf_pretrain.cli import main, run_command
+from hf_pretrain.cli import build_parser, main, parse_command_line, run_command
 
 
 def one_error_line(capsys) -> str:
@@ -48,6 +48,18 @@ def test_argument_errors_are_argparses_own_and_exit_2(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["pretrain"])
     assert stopped.value.code == 2 and "hf-pretrain pretrain: error:" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_an_option_and_anything_else_left_over_is_refused(capsys):
+    args = parse_command_line(build_parser(), ["pretrain", "mlm-tiny", "train.lr=2e-3", "--quiet", "train.seed=3"])
+    assert args.quiet and args.overrides == ["train.lr=2e-3", "train.seed=3"]
+    assert main(["recipes", "show", "mlm-tiny", "--quiet", "masking.mlm_probability=0.4"]) == 0
+    assert "mlm_probability: 0.4  #" in capsys.readouterr().out
+    for argv in (["pretrain", "mlm-tiny", "--quiet", "train.lr=2e-3", "--bogus"],
+                 ["pretrain", "mlm-tiny", "--quiet", "stray"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_a_multi_line_message_is_printed_on_one_line_and_a_bug_keeps_its_traceback(capsys):

@@ -64,4 +64,18 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    return run_command(parse_command_line(build_parser(), argv))
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, with key=value overrides allowed after an option too (`pretrain mlm-tiny --quiet train.lr=1e-3`):
+    argparse ends a `nargs="*"` positional at the first option and rejects what follows, and its
+    parse_intermixed_args does not reach into subcommands, so the leftover overrides are appended here. Anything
+    else left over is refused as parse_args refuses it."""
+    args, leftover = parser.parse_known_args(argv)
+    overrides = [item for item in leftover if "=" in item and not item.startswith("-")]
+    if len(overrides) < len(leftover) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
