@@ -13,7 +13,7 @@ def test_fingerprints_follow_what_a_recipe_computes_not_its_budget_or_comments(l
     assert bench.recipe_fingerprint("spectral") == bench.recipe_fingerprint("scratch") == mlm
 
     original = bench.load_recipe
-    for overrides, same in ((["train.max_minutes=30", "train.eval_every=7"], True), (["train.lr=1e-3"], False)):
+    for overrides, same in ((["train.max_minutes=30", "train.eval_every=7"], True), (["train.lr=2e-3"], False)):
         monkeypatch.setattr(bench, "load_recipe", lambda name, extra=(), o=overrides: original(name, [*o, *extra]))
         assert (bench.recipe_fingerprint("mlm-tiny") == mlm) is same, overrides
 
