@@ -31,6 +31,9 @@ FAMILIES = {
     "hf_pretrain_dae_features": ("feature-extraction", "autoencoder",
                                  "feature autoencoder: vectors in, vectors out (hf_pretrain DAE family)"),
 }
+# The card's name for train.optimizer (hf_pretrain/training/optimizers.py says which parameters take which steps).
+OPTIMIZER_NAMES = {"adamw": "AdamW",
+                   "muon": "Muon for the hidden weight matrices, AdamW for embeddings, output layers, norms and biases"}
 FINETUNE_TASK_TYPES = {"classification": "text-classification", "token-classification": "token-classification"}
 FINETUNE_METRICS = ("f1", "accuracy", "precision", "recall", "mse", "mae", "pearson", "spearman", "loss")
 def template_path(name: str = TEMPLATE_NAME) -> Path:
@@ -386,6 +389,7 @@ def build_card(folder: Path, run: dict, finetune_metrics: dict | None = None, re
         grad_accum=train.get("grad_accum", 1),
         block_size=(recipe.get("features", {}) if is_features else recipe.get("data", {})).get(
             "feature_tokens" if is_features else "block_size", "?"),
+        optimizer=OPTIMIZER_NAMES.get(train.get("optimizer", "adamw"), train.get("optimizer", "?")),
         lr=str(train.get("lr", "?")) + "".join(
             f" ({part}: {train[key]}x that)" for part, key in (("encoder", "encoder_lr_scale"),
                                                               ("token embeddings", "embedding_lr_scale"))

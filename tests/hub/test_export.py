@@ -78,7 +78,21 @@ def test_card_parses_with_metadata_and_results(mlm_export):
     assert "81,920" in text  # tokens seen
     assert "| Precision | auto (ran in fp32) |" in text  # the recipe's `auto`, resolved on the training machine
     assert "qkv_proj" in text  # LoRA target names documented
+    assert "| Optimizer | AdamW, peak lr " in text
     assert data.base_model is None and "pretrained from scratch" in text
+
+
+def test_card_names_the_optimizer_the_run_used(mlm_run, tmp_path):
+    import yaml
+
+    run = shutil.copytree(mlm_run, tmp_path / "muon-run", ignore=shutil.ignore_patterns("export"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["train"]["optimizer"] = "muon"  # as a run of train.optimizer=muon records it
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["export", str(run)]) == 0
+    text = (run / "export" / "README.md").read_text()
+    assert "| Optimizer | Muon for the hidden weight matrices, AdamW for embeddings, output layers, norms and biases, " \
+           "peak lr " in text
 
 
 @pytest.mark.parametrize("init_from, in_metadata", [("someone/domain-encoder", True), ("LOCAL", False)])
